@@ -1,0 +1,5 @@
+"""``python -m rustbox`` is the ``rustbox`` command."""
+
+from rustbox._cli._main import console_main
+
+console_main()

@@ -1,0 +1,1 @@
+"""The ``rustbox`` command line."""

@@ -1,0 +1,221 @@
+"""The ``rustbox`` command line.
+
+Exit codes: 0 the run was OK (``check``: strict mode available), 1 any other
+verdict (``check``: strict mode unavailable), 2 usage or input error, 3 the
+host cannot run sandboxes (missing root, cgroup controller, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from rustbox._errors import HostUnsupported, InvalidInput, RustboxError
+from rustbox._host import probe_host
+from rustbox._limits import Limits
+from rustbox._supervisor import File, Supervisor
+
+EXIT_OK, EXIT_VERDICT, EXIT_USAGE, EXIT_HOST = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"rustbox: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("limits")
+    group.add_argument("--mem", metavar="SIZE", help="memory limit, e.g. 256M (default 256M)")
+    group.add_argument("--time", metavar="S", help="cpu time limit in seconds (default 2)")
+    group.add_argument("--wall-time", metavar="S", help="wall time limit in seconds (default 5)")
+    group.add_argument("--processes", metavar="N", help="process/thread limit (default 16)")
+    group.add_argument("--stdout-max", metavar="SIZE", help="stdout cap (default 64M)")
+    group.add_argument("--stderr-max", metavar="SIZE", help="stderr cap (default 64M)")
+    group.add_argument(
+        "--fsize", metavar="SIZE", help="largest file the program may write (default 16M)"
+    )
+    group.add_argument("--open-files", metavar="N", help="open file limit (default 64)")
+    group.add_argument("--stack", metavar="SIZE", help="stack limit (default 64M)")
+    group.add_argument(
+        "--as", dest="address_space", metavar="SIZE", help="address-space limit (default none)"
+    )
+    group.add_argument("--box-size", metavar="SIZE", help="size of the /box tmpfs (default 64M)")
+
+
+_LIMIT_FIELDS = {
+    "mem": "memory",
+    "time": "cpu_time",
+    "wall_time": "wall_time",
+    "processes": "processes",
+    "stdout_max": "stdout_max",
+    "stderr_max": "stderr_max",
+    "fsize": "file_size",
+    "open_files": "open_files",
+    "stack": "stack",
+    "address_space": "address_space",
+    "box_size": "box_size",
+}
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    given = {
+        field: getattr(args, option)
+        for option, field in _LIMIT_FIELDS.items()
+        if getattr(args, option, None) is not None
+    }
+    if "cpu_time" in given and "wall_time" not in given:
+        try:
+            given["wall_time"] = max(float(given["cpu_time"]) * 2 + 1, 5.0)
+        except ValueError:
+            pass  # Limits names the bad field
+    return Limits(**given)
+
+
+def _read_files(specs: Sequence[str]) -> dict[str, bytes | File]:
+    files: dict[str, bytes | File] = {}
+    for spec in specs:
+        name, sep, host_path = spec.partition("=")
+        if not sep:
+            name, host_path = os.path.basename(spec), spec
+        try:
+            with open(host_path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise InvalidInput(
+                f"--file {spec}", f"cannot read {host_path!r}: {exc.strerror}"
+            ) from None
+        executable = os.access(host_path, os.X_OK)
+        files[name] = File(data, executable=True) if executable else data
+    return files
+
+
+def _read_stdin(path: str | None) -> bytes:
+    if path is None:
+        return b""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InvalidInput("--stdin", f"cannot read {path!r}: {exc.strerror}") from None
+
+
+def _env(pairs: Sequence[str]) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidInput("--env", f"expected KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise InvalidInput("command", "missing: give it after '--', e.g. rustbox run -- /bin/true")
+    limits = limits_from_args(args)
+    files = _read_files(args.file or [])
+    stdin = _read_stdin(args.stdin)
+    env = _env(args.env or [])
+
+    async def main() -> int:
+        async with Supervisor() as sv:
+            result = await sv.run(
+                command,
+                files=files,
+                stdin=stdin,
+                limits=limits,
+                env=env,
+                collect=args.collect or (),
+            )
+        print(result.to_json(indent=2 if args.pretty else None))
+        return EXIT_OK if result.ok else EXIT_VERDICT
+
+    code: int = anyio.run(main, backend=args.backend)
+    return code
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    report = probe_host()
+    print(report.to_json() if args.json else report.to_text())
+    return EXIT_OK if report.strict_ok else EXIT_VERDICT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rustbox", description="Run untrusted code in kernel-enforced sandboxes.")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run one command in a sandbox; prints the result as JSON")
+    _add_limit_options(run)
+    run.add_argument(
+        "--file",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="copy a host file into /box (repeatable)",
+    )
+    run.add_argument(
+        "--stdin", metavar="PATH", help="file to feed on stdin ('-' for this process's stdin)"
+    )
+    run.add_argument(
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="environment variable (repeatable; default: a minimal PATH/HOME/LANG)",
+    )
+    run.add_argument(
+        "--collect",
+        action="append",
+        metavar="PATH",
+        help="file to copy back out of /box (repeatable)",
+    )
+    run.add_argument("--pretty", action="store_true", help="indent the JSON")
+    run.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help=argparse.SUPPRESS
+    )
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser(
+        "check", help="report what this host offers and whether strict mode can run"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(func=_cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except InvalidInput as exc:
+        print(f"rustbox: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HostUnsupported as exc:
+        print(f"rustbox: {exc}", file=sys.stderr)
+        print("run 'rustbox check' for details", file=sys.stderr)
+        return EXIT_HOST
+    except RustboxError as exc:
+        print(f"rustbox: internal error: {exc}", file=sys.stderr)
+        return EXIT_HOST
+
+
+def console_main() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    console_main()

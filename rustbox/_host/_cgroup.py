@@ -1,0 +1,719 @@
+"""One interface over cgroup v1 and v2.
+
+Production hosts are mostly pure cgroup v2; development machines are often v1
+hybrids. Everything above this module speaks :class:`CgroupTree` and
+:class:`Cgroup` and never learns which version it got.
+
+A :class:`Cgroup` is a handle that works only through directory file
+descriptors opened when it was created. Its holder may ``pivot_root`` away
+from ``/sys/fs/cgroup`` or ``fork()`` afterwards, and the handle keeps working.
+This module uses only the standard library and attrs because it also runs in
+forked single-threaded helper processes.
+
+Strict mode: when a control cannot be applied, :class:`HostUnsupported` names
+it; nothing is silently weaker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from rustbox._errors import HostUnsupported, InvalidInput, SyscallError
+
+__all__ = ["Cgroup", "CgroupLimits", "CgroupStats", "CgroupTree"]
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_WRITE_FLAGS: Final = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
+_RMDIR_RETRY: Final = 0.005  # seconds between rmdir attempts while the kernel reaps
+_FREEZE_WAIT: Final = 1.0  # longest wait for a v1 freezer to reach FROZEN
+_KILL_TIMEOUT: Final = 5.0  # bound of kill_all()'s signal loop
+_V1_CPUACCT_DIRS: Final = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
+_V2_CONTROLLERS: Final = ("memory", "pids")
+_UNIFIED: Final = "unified"  # key of the single v2 directory
+
+_KILL_CGROUP: Final = "cgroup.kill"
+_KILL_FREEZER: Final = "freezer"
+_KILL_SIGNALS: Final = "signal-loop"
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(f"cgroup {attribute.name}", f"must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class CgroupLimits:
+    """The ceilings the kernel enforces on one run.
+
+    Swap is always limited to zero extra, so ``memory`` is a hard ceiling on
+    RAM + swap (v1 ``memsw`` = ``memory``; v2 ``memory.swap.max`` = 0).
+    """
+
+    memory: int = attrs.field(validator=_positive)  # bytes
+    pids: int = attrs.field(validator=_positive)  # pids.max
+
+
+@attrs.frozen
+class CgroupStats:
+    """The kernel's account of one run: the evidence behind MLE/PLE/TLE verdicts."""
+
+    memory_peak: int | None  # bytes; None where the kernel has no peak file
+    cpu_usage_ns: int
+    oom_kills: int
+    pids_limit_hits: int  # forks refused by pids.max
+    pids_peak: int | None  # None where the kernel has no pids.peak
+    memory_limit_hits: int  # v2 memory.events "max", v1 memory.failcnt + memory.memsw.failcnt
+
+
+# -- file helpers -------------------------------------------------------------
+
+
+def _read_at(dir_fd: int | None, name: str, where: str) -> str | None:
+    """The whole file, or None if it does not exist (older kernel, removed group)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SyscallError("open", exc.errno or errno.EIO, where) from exc
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except FileNotFoundError:  # the group went away under us
+        return None
+    except OSError as exc:
+        raise SyscallError("read", exc.errno or errno.EIO, where) from exc
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def _write_at(dir_fd: int | None, name: str, value: str, where: str) -> None:
+    """Write ``value`` in one write(2), as the cgroup interface requires.
+
+    Files are opened without O_CREAT first: cgroupfs answers a missing file
+    with EACCES under O_CREAT, which would misname the problem. The O_CREAT
+    retry exists for plain directories (the unit tests' fake cgroupfs).
+    """
+    data = value.encode()
+    try:
+        fd = os.open(name, _WRITE_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        try:
+            fd = os.open(name, _WRITE_FLAGS | os.O_CREAT, 0o644, dir_fd=dir_fd)
+        except OSError:
+            raise SyscallError("open", errno.ENOENT, where) from None
+    except OSError as exc:
+        raise SyscallError("open", exc.errno or errno.EIO, where) from exc
+    try:
+        written = os.write(fd, data)
+    except OSError as exc:
+        raise SyscallError("write", exc.errno or errno.EIO, f"{where} <- {value!r}") from exc
+    finally:
+        os.close(fd)
+    if written != len(data):
+        raise SyscallError("write", errno.EIO, f"short write to {where}")
+
+
+def _keyed(text: str | None) -> dict[str, int]:
+    """Parse ``key value`` lines (memory.events, pids.events, oom_control, cpu.stat)."""
+    result: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            result[key] = int(value)
+    return result
+
+
+def _number(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text.strip())
+    except ValueError:
+        return None
+
+
+def _pids(text: str | None) -> list[int]:
+    return [int(line) for line in (text or "").split()]
+
+
+def _check_component(field: str, name: str) -> None:
+    if not name or name in {".", ".."} or "/" in name or "\0" in name:
+        raise InvalidInput(field, f"must be a single path component, got {name!r}")
+
+
+# -- the handle ---------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _GroupDir:
+    """One hierarchy's directory of a group, held open so paths never matter again."""
+
+    key: str  # "memory", "pids", "cpuacct", "freezer" (v1) or "unified" (v2)
+    path: str  # for messages only: it may not resolve in the holder's mount namespace
+    fd: int
+    parent_fd: int
+
+    def read(self, name: str) -> str | None:
+        return _read_at(self.fd, name, f"{self.path}/{name}")
+
+    def write(self, name: str, value: str) -> None:
+        _write_at(self.fd, name, value, f"{self.path}/{name}")
+
+
+@attrs.define(eq=False)
+class Cgroup:
+    """A handle on one group in every hierarchy, working only through fds.
+
+    The fds are close-on-exec, so they survive ``fork()`` (the proxy can attach
+    its payload) but never reach the untrusted program.
+    """
+
+    name: str
+    version: int
+    _dirs: tuple[_GroupDir, ...] = attrs.field(repr=False)
+    _kill_mode: str = attrs.field(repr=False)
+    _cpu_fd: int = attrs.field(default=-1, init=False, repr=False)
+    _state: str = attrs.field(default="open", init=False)  # "open", "closed" or "removed"
+
+    @classmethod
+    def _open(
+        cls,
+        name: str,
+        version: int,
+        parents: Iterable[tuple[str, str]],
+        kill_mode: str,
+        *,
+        partial: bool,
+    ) -> Cgroup | None:
+        """Open the group's dirs; None if absent (with ``partial``: absent everywhere)."""
+        dirs: list[_GroupDir] = []
+        try:
+            for key, parent in parents:
+                try:
+                    parent_fd = os.open(parent, _DIR_FLAGS)
+                except OSError as exc:
+                    raise SyscallError("open", exc.errno or errno.EIO, parent) from exc
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+                except FileNotFoundError:
+                    os.close(parent_fd)
+                    if partial:
+                        continue
+                    for d in dirs:
+                        os.close(d.fd)
+                        os.close(d.parent_fd)
+                    return None
+                except OSError as exc:
+                    os.close(parent_fd)
+                    raise SyscallError("open", exc.errno or errno.EIO, f"{parent}/{name}") from exc
+                dirs.append(_GroupDir(key, f"{parent}/{name}", fd, parent_fd))
+        except BaseException:
+            for d in dirs:
+                os.close(d.fd)
+                os.close(d.parent_fd)
+            raise
+        if not dirs:
+            return None
+        if kill_mode == _KILL_FREEZER and not any(d.key == "freezer" for d in dirs):
+            kill_mode = _KILL_SIGNALS
+        return cls(name, version, tuple(dirs), kill_mode)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise ValueError(f"cgroup {self.name!r} handle is {self._state}")
+
+    def _dir(self, key: str) -> _GroupDir:
+        for d in self._dirs:
+            if d.key == key:
+                return d
+        raise HostUnsupported([f"cgroup {self.name!r} has no {key} directory"])
+
+    def _find(self, key: str) -> _GroupDir | None:
+        return next((d for d in self._dirs if d.key == key), None)
+
+    def attach_self(self) -> None:
+        """Move the calling process into the group, in every hierarchy.
+
+        Called in a forked child just before it execs untrusted code, so no
+        untrusted instruction ever runs outside the limits.
+        """
+        self._check_open()
+        for d in self._dirs:
+            d.write("cgroup.procs", "0")
+
+    def cpu_usage_ns(self) -> int:
+        """CPU time used by the group so far: one pread(2) on a kept fd.
+
+        Cheap on purpose: the supervisor polls it every few milliseconds to
+        enforce the cpu-time limit (a cpu.max quota only throttles).
+        """
+        self._check_open()
+        if self._cpu_fd < 0:
+            if self.version == 2:
+                d, name = self._dir(_UNIFIED), "cpu.stat"
+            else:
+                d, name = self._dir("cpuacct"), "cpuacct.usage"
+            try:
+                self._cpu_fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=d.fd)
+            except OSError as exc:
+                raise SyscallError("open", exc.errno or errno.EIO, f"{d.path}/{name}") from exc
+        # seq_file regenerates the content on every read at offset 0.
+        data = os.pread(self._cpu_fd, 4096, 0).decode()
+        if self.version == 2:
+            return _keyed(data).get("usage_usec", 0) * 1000
+        return int(data.strip() or 0)
+
+    def stats(self) -> CgroupStats:
+        """Read the kernel's figures; files an older kernel lacks read as None/0."""
+        self._check_open()
+        cpu = self.cpu_usage_ns()
+        if self.version == 2:
+            d = self._dir(_UNIFIED)
+            memory_events = _keyed(d.read("memory.events"))
+            return CgroupStats(
+                memory_peak=_number(d.read("memory.peak")),
+                cpu_usage_ns=cpu,
+                oom_kills=memory_events.get("oom_kill", 0),
+                pids_limit_hits=_keyed(d.read("pids.events")).get("max", 0),
+                pids_peak=_number(d.read("pids.peak")),
+                memory_limit_hits=memory_events.get("max", 0),
+            )
+        memory, pids = self._find("memory"), self._find("pids")
+        peak = oom_control = pids_events = pids_peak = None
+        failcnt = 0
+        if memory is not None:
+            peak = memory.read("memory.max_usage_in_bytes")
+            oom_control = memory.read("memory.oom_control")
+            # With memsw == memory, a failing charge usually fails on the memsw
+            # counter, which then counts the hit instead of memory.failcnt.
+            for name in ("memory.failcnt", "memory.memsw.failcnt"):
+                failcnt += _number(memory.read(name)) or 0
+        if pids is not None:
+            pids_events = pids.read("pids.events")
+            pids_peak = pids.read("pids.peak")
+        return CgroupStats(
+            memory_peak=_number(peak),
+            cpu_usage_ns=cpu,
+            oom_kills=_keyed(oom_control).get("oom_kill", 0),
+            pids_limit_hits=_keyed(pids_events).get("max", 0),
+            pids_peak=_number(pids_peak),
+            memory_limit_hits=failcnt,
+        )
+
+    def _procs(self) -> list[int]:
+        """Every pid listed in any hierarchy (0 = a process outside our pid namespace)."""
+        seen: set[int] = set()
+        for d in self._dirs:
+            seen.update(_pids(d.read("cgroup.procs")))
+        return sorted(seen)
+
+    def is_empty(self) -> bool:
+        """True when no process is left in any hierarchy (zombies do not count)."""
+        self._check_open()
+        if self.version == 2:
+            events = _keyed(self._dir(_UNIFIED).read("cgroup.events"))
+            if "populated" in events:
+                return events["populated"] == 0
+        return not self._procs()
+
+    def _signal_pass(self) -> int:
+        """SIGKILL every listed process once; return how many were listed.
+
+        Each pid is pinned with a pidfd and then checked to still be a member,
+        so a pid recycled by an unrelated process is never signalled.
+        """
+        listed = self._procs()
+        pidfds: dict[int, int] = {}
+        try:
+            for pid in listed:
+                if pid <= 0:  # kill(0) would hit our own process group
+                    continue
+                try:
+                    pidfds[pid] = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    continue
+                except OSError as exc:
+                    raise SyscallError("pidfd_open", exc.errno or errno.EIO, str(pid)) from exc
+            if not pidfds:
+                return len(listed)
+            members = set(self._procs())
+            for pid, pidfd in pidfds.items():
+                if pid in members:
+                    try:
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    except OSError as exc:
+                        err = exc.errno or errno.EIO
+                        raise SyscallError("pidfd_send_signal", err, str(pid)) from exc
+        finally:
+            for pidfd in pidfds.values():
+                os.close(pidfd)
+        return len(listed)
+
+    def _signal_loop(self, deadline: float) -> None:
+        """Kill until empty: new forks show up in the next pass (pids.max bounds them)."""
+        while self._signal_pass() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def _kill(self, deadline: float) -> None:
+        try:
+            self._kill_by_mode(deadline)
+        except SyscallError as exc:
+            if exc.errno != errno.ENOENT:  # a group removed meanwhile has nobody left
+                raise
+
+    def _kill_by_mode(self, deadline: float) -> None:
+        if self._kill_mode == _KILL_CGROUP:
+            self._dir(_UNIFIED).write("cgroup.kill", "1")
+            return
+        freezer = self._find("freezer") if self._kill_mode == _KILL_FREEZER else None
+        if freezer is None:
+            self._signal_loop(deadline)
+            return
+        # Frozen tasks cannot fork or exit, so one pass catches them all and no
+        # pid can be recycled meanwhile; SIGKILL takes effect when they thaw.
+        freezer.write("freezer.state", "FROZEN")
+        try:
+            frozen = self._wait_frozen(freezer, min(deadline, time.monotonic() + _FREEZE_WAIT))
+            if frozen:
+                self._signal_pass()
+        finally:
+            freezer.write("freezer.state", "THAWED")
+        if not frozen:  # a task stuck in D state kept the freeze from settling
+            self._signal_loop(deadline)
+
+    @staticmethod
+    def _wait_frozen(freezer: _GroupDir, until: float) -> bool:
+        while (freezer.read("freezer.state") or "").strip() != "FROZEN":
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the group (the caller must not be in it).
+
+        v2 writes cgroup.kill; v1 freezes, kills and thaws, or failing a freezer
+        loops until the group is empty. Does not wait for the processes to be
+        reaped; :meth:`remove` does.
+        """
+        self._check_open()
+        self._kill(time.monotonic() + _KILL_TIMEOUT)
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill everything, then rmdir the group in every hierarchy and close the fds.
+
+        rmdir fails with EBUSY until the kernel has finished every exit, so it
+        is retried every 5 ms until ``timeout``. Idempotent.
+        """
+        if self._state == "removed":
+            return
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        self._kill(deadline)
+        for d in self._dirs:
+            while True:
+                try:
+                    os.rmdir(self.name, dir_fd=d.parent_fd)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        raise SyscallError("rmdir", exc.errno or errno.EIO, d.path) from exc
+                    if time.monotonic() >= deadline:
+                        raise SyscallError("rmdir", errno.EBUSY, d.path) from exc
+                # Catches a straggler attached after the kill.
+                self._signal_pass()
+                time.sleep(_RMDIR_RETRY)
+        self.close()
+        self._state = "removed"
+
+    def close(self) -> None:
+        """Close the fds without removing the group (idempotent)."""
+        if self._state != "open":
+            return
+        self._state = "closed"
+        if self._cpu_fd >= 0:
+            os.close(self._cpu_fd)
+            self._cpu_fd = -1
+        for d in self._dirs:
+            os.close(d.fd)
+            os.close(d.parent_fd)
+
+
+# -- the tree -----------------------------------------------------------------
+
+
+def _swap_total_kb(meminfo: str) -> int | None:
+    try:
+        text = Path(meminfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("SwapTotal:"):
+            return _number(line.split()[1])
+    return None
+
+
+def _mkdir_p(path: Path, version: str) -> None:
+    try:
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HostUnsupported([f"{version}: cannot create {path}: {exc.strerror}"]) from exc
+
+
+def _enable_v2(group: Path, wanted: Iterable[str]) -> None:
+    """Delegate ``wanted`` controllers to ``group``'s children (if not yet done)."""
+    control = group / "cgroup.subtree_control"
+    current = _read_at(None, str(control), str(control)) or ""
+    enabled = {token.lstrip("+") for token in current.split()}
+    need = [c for c in wanted if c not in enabled]
+    if not need:
+        return
+    value = " ".join(f"+{c}" for c in need)
+    try:
+        _write_at(None, str(control), value, str(control))
+    except SyscallError as exc:
+        reason = os.strerror(exc.errno or errno.EIO)
+        problem = f"cgroup v2: cannot enable {value!r} in {control}: {reason}"
+        raise HostUnsupported([problem]) from exc
+
+
+@attrs.define(eq=False)
+class CgroupTree:
+    """The parent group(s) rustbox creates its per-run groups under.
+
+    Build it with :meth:`detect`; the constructor takes the detected layout.
+    """
+
+    version: int
+    mount_root: str
+    parent: str
+    controllers: tuple[str, ...]
+    # (key, parent group path) per hierarchy, in the order processes are attached.
+    _parents: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    _kill_mode: str = attrs.field(repr=False)
+    _swap_file: str | None = attrs.field(repr=False)  # None: the kernel cannot limit swap
+    _meminfo: str = attrs.field(default="/proc/meminfo", repr=False)
+
+    @classmethod
+    def detect(
+        cls,
+        mount_root: str = "/sys/fs/cgroup",
+        parent: str = "rustbox",
+        *,
+        _require: Iterable[str] = _V2_CONTROLLERS,
+        _meminfo: str = "/proc/meminfo",
+    ) -> CgroupTree:
+        """Find the cgroup version from the directory structure and create the parent.
+
+        v2 when ``<mount_root>/cgroup.controllers`` exists, else v1. Needs no
+        /proc/mounts, so a fake tree in a tmp dir works. ``_require`` is for
+        tests only: naming fewer controllers than memory and pids makes a
+        weaker tree (used on hosts whose v2 mount has no controllers).
+        """
+        parts = Path(parent).parts
+        if not parts or Path(parent).is_absolute():
+            raise InvalidInput("cgroup parent", f"must be a relative path, got {parent!r}")
+        for part in parts:
+            _check_component("cgroup parent", part)
+        root = Path(mount_root)
+        require = frozenset(_require)
+        if (root / "cgroup.controllers").is_file():
+            return cls._detect_v2(root, parent, require, _meminfo)
+        return cls._detect_v1(root, parent, require, _meminfo)
+
+    @classmethod
+    def _detect_v2(
+        cls, root: Path, parent: str, require: frozenset[str], meminfo: str
+    ) -> CgroupTree:
+        control = root / "cgroup.controllers"
+        available = set((_read_at(None, str(control), str(control)) or "").split())
+        missing = [
+            f"cgroup v2: controller {c!r} not available in {control}"
+            for c in _V2_CONTROLLERS
+            if c not in available and c in require
+        ]
+        if missing:
+            raise HostUnsupported(missing)
+        wanted = tuple(c for c in _V2_CONTROLLERS if c in available)
+        # Every level from the root down to the parent must delegate the
+        # controllers, or the per-run groups get no limit files.
+        level = root
+        _enable_v2(level, wanted)
+        for part in Path(parent).parts:
+            level = level / part
+            _mkdir_p(level, "cgroup v2")
+            _enable_v2(level, wanted)
+        swap = "memory.swap.max" if (level / "memory.swap.max").exists() else None
+        kill = _KILL_CGROUP if (level / "cgroup.kill").exists() else _KILL_SIGNALS
+        return cls(2, str(root), parent, wanted, ((_UNIFIED, str(level)),), kill, swap, meminfo)
+
+    @classmethod
+    def _detect_v1(
+        cls, root: Path, parent: str, require: frozenset[str], meminfo: str
+    ) -> CgroupTree:
+        missing: list[str] = []
+        found: list[tuple[str, Path]] = []
+        for key, marker in (("memory", "memory.limit_in_bytes"), ("pids", "cgroup.procs")):
+            if (root / key / marker).is_file():
+                found.append((key, root / key))
+            elif key in require:
+                missing.append(f"cgroup v1: no {key} hierarchy at {root / key}")
+        cpuacct = next(
+            (root / n for n in _V1_CPUACCT_DIRS if (root / n / "cpuacct.usage").is_file()), None
+        )
+        if cpuacct is None:
+            missing.append(
+                f"cgroup v1: no cpuacct hierarchy at {root / 'cpuacct'} or {root / 'cpu,cpuacct'}"
+            )
+        else:
+            found.append(("cpuacct", cpuacct))
+        if (root / "freezer" / "cgroup.procs").is_file():
+            found.append(("freezer", root / "freezer"))
+        if missing:
+            raise HostUnsupported(missing)
+        parents: list[tuple[str, str]] = []
+        for key, hierarchy in found:
+            group = hierarchy / parent
+            _mkdir_p(group, "cgroup v1")
+            parents.append((key, str(group)))
+        swap = None
+        memory_parent = dict(parents).get("memory")
+        if memory_parent is not None:
+            group = Path(memory_parent)
+            flag = str(group / "memory.use_hierarchy")
+            # Always 1 (and read-only) on kernels >= 5.x; best effort before.
+            with contextlib.suppress(SyscallError):
+                if _number(_read_at(None, flag, flag)) == 0:
+                    _write_at(None, flag, "1", flag)
+            if (group / "memory.memsw.limit_in_bytes").exists():
+                swap = "memory.memsw.limit_in_bytes"
+        kill = _KILL_FREEZER if any(key == "freezer" for key, _ in found) else _KILL_SIGNALS
+        controllers = tuple(key for key, _ in found)
+        return cls(1, str(root), parent, controllers, tuple(parents), kill, swap, meminfo)
+
+    def describe(self) -> dict[str, object]:
+        """What this host provides, for ``rustbox check``."""
+        return {
+            "version": self.version,
+            "controllers": list(self.controllers),
+            "paths": dict(self._parents),
+            "kill": self._kill_mode,
+            "swap_limit": self._swap_file,
+        }
+
+    def _handle(self, name: str, *, partial: bool) -> Cgroup | None:
+        _check_component("cgroup name", name)
+        return Cgroup._open(name, self.version, self._parents, self._kill_mode, partial=partial)
+
+    def _check_swap(self) -> None:
+        """Strict: without a swap limit, the memory limit only holds if there is no swap."""
+        if self._swap_file is not None or "memory" not in self.controllers:
+            return
+        swap_kb = _swap_total_kb(self._meminfo)
+        if swap_kb == 0:
+            return
+        file = "memory.memsw.limit_in_bytes" if self.version == 1 else "memory.swap.max"
+        hint = " (boot with swapaccount=1)" if self.version == 1 else ""
+        found = "cannot read SwapTotal" if swap_kb is None else f"SwapTotal is {swap_kb} kB"
+        raise HostUnsupported(
+            [f"cgroup v{self.version}: {file} missing{hint} and {found} in {self._meminfo}"]
+        )
+
+    def create(self, name: str, limits: CgroupLimits) -> Cgroup:
+        """Create the group in every hierarchy and apply ``limits``.
+
+        A group of that name left over by a crashed run is killed and removed
+        first. On any failure, whatever was created is removed again.
+        """
+        _check_component("cgroup name", name)
+        self._check_swap()
+        self.remove_stale(name)
+        made: list[Path] = []
+        group: Cgroup | None = None
+        try:
+            for _key, parent in self._parents:
+                path = Path(parent) / name
+                try:
+                    path.mkdir(mode=0o755)
+                except OSError as exc:
+                    raise SyscallError("mkdir", exc.errno or errno.EIO, str(path)) from exc
+                made.append(path)
+            group = self._handle(name, partial=False)
+            if group is None:
+                raise SyscallError("open", errno.ENOENT, f"cgroup {name!r} vanished")
+            self._apply(group, limits)
+            return group
+        except BaseException:
+            if group is not None:
+                try:
+                    group.remove(timeout=1.0)
+                except Exception:  # the original error matters more
+                    group.close()
+            else:
+                for path in reversed(made):
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+            raise
+
+    def _apply(self, group: Cgroup, limits: CgroupLimits) -> None:
+        if self.version == 2:
+            d = group._dir(_UNIFIED)
+            if "memory" in self.controllers:
+                d.write("memory.max", str(limits.memory))
+                if self._swap_file is not None:
+                    d.write(self._swap_file, "0")
+                d.write("memory.oom.group", "1")  # an OOM kills the whole run, not one victim
+            if "pids" in self.controllers:
+                d.write("pids.max", str(limits.pids))
+            return
+        if "memory" in self.controllers:
+            memory = group._dir("memory")
+            # memsw must never be below the memory limit: set memory first.
+            memory.write("memory.limit_in_bytes", str(limits.memory))
+            if self._swap_file is not None:
+                memory.write(self._swap_file, str(limits.memory))
+        if "pids" in self.controllers:
+            group._dir("pids").write("pids.max", str(limits.pids))
+
+    def open(self, name: str) -> Cgroup | None:
+        """A handle on an existing group, or None unless it exists in every hierarchy."""
+        return self._handle(name, partial=False)
+
+    def _listdirs(self) -> Iterator[str]:
+        for _key, parent in self._parents:
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(parent):
+                    if entry.is_dir(follow_symlinks=False):
+                        yield entry.name
+
+    def children(self) -> list[str]:
+        """Names of the groups under the parent, in any hierarchy (for sweeping)."""
+        return sorted(set(self._listdirs()))
+
+    def remove_stale(self, name: str, timeout: float = 5.0) -> bool:
+        """Kill and remove a leftover group, even one a crash left half-created.
+
+        Returns True if something was removed.
+        """
+        group = self._handle(name, partial=True)
+        if group is None:
+            return False
+        try:
+            group.remove(timeout)
+        finally:
+            group.close()
+        return True

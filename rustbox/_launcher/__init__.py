@@ -1,0 +1,1 @@
+"""The launcher: a single-threaded zygote that forks proxies."""

@@ -1,0 +1,176 @@
+"""Resource limits of one run, validated when they are built."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import attrs
+
+from rustbox._errors import InvalidInput
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1 << 10,
+    "KB": 1 << 10,
+    "KIB": 1 << 10,
+    "M": 1 << 20,
+    "MB": 1 << 20,
+    "MIB": 1 << 20,
+    "G": 1 << 30,
+    "GB": 1 << 30,
+    "GIB": 1 << 30,
+    "T": 1 << 40,
+    "TB": 1 << 40,
+    "TIB": 1 << 40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+MiB = 1 << 20
+
+
+def parse_size(value: object, field: str = "size") -> int:
+    """Parse ``256M``, ``1.5G``, ``4096`` or an int into bytes.
+
+    Units are binary (``M`` is MiB), as isolate and the Rust rustbox read them.
+    """
+    if isinstance(value, bool):
+        raise InvalidInput(field, f"expected a size such as '256M', got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(field, f"expected a finite size, got {value!r}")
+        size = int(value)
+    elif isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        unit = match.group(2).upper() if match else ""
+        if match is None or unit not in _UNITS:
+            raise InvalidInput(field, f"cannot parse size {value!r} (use e.g. '256M', '1G')")
+        size = int(float(match.group(1)) * _UNITS[unit])
+    else:
+        raise InvalidInput(field, f"expected a size such as '256M', got {type(value).__name__}")
+    if size <= 0:
+        raise InvalidInput(field, f"must be positive, got {value!r}")
+    return size
+
+
+def parse_seconds(value: object, field: str) -> float:
+    """Parse a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidInput(field, f"expected seconds as a number, got {value!r}")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InvalidInput(field, f"cannot parse seconds {value!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(field, f"must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def parse_count(value: object, field: str) -> int:
+    """Parse a positive whole number (an int or a string of digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidInput(field, f"expected a whole number, got {value!r}")
+    try:
+        count = int(value)
+    except ValueError:
+        raise InvalidInput(field, f"expected a whole number, got {value!r}") from None
+    if count <= 0:
+        raise InvalidInput(field, f"must be positive, got {value!r}")
+    return count
+
+
+# One named converter per field, so errors name the field and mypy's attrs
+# plugin sees the accepted input types.
+def _memory(v: int | str) -> int:
+    return parse_size(v, "memory")
+
+
+def _cpu_time(v: float | str) -> float:
+    return parse_seconds(v, "cpu_time")
+
+
+def _wall_time(v: float | str) -> float:
+    return parse_seconds(v, "wall_time")
+
+
+def _processes(v: int | str) -> int:
+    return parse_count(v, "processes")
+
+
+def _stdout_max(v: int | str) -> int:
+    return parse_size(v, "stdout_max")
+
+
+def _stderr_max(v: int | str) -> int:
+    return parse_size(v, "stderr_max")
+
+
+def _file_size(v: int | str) -> int:
+    return parse_size(v, "file_size")
+
+
+def _open_files(v: int | str) -> int:
+    return parse_count(v, "open_files")
+
+
+def _stack(v: int | str) -> int:
+    return parse_size(v, "stack")
+
+
+def _address_space(v: int | str | None) -> int | None:
+    return None if v is None else parse_size(v, "address_space")
+
+
+def _box_size(v: int | str) -> int:
+    return parse_size(v, "box_size")
+
+
+def _box_inodes(v: int | str) -> int:
+    return parse_count(v, "box_inodes")
+
+
+def _tmp_size(v: int | str) -> int:
+    return parse_size(v, "tmp_size")
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """What one run may consume. Every figure is enforced by the kernel.
+
+    Sizes accept ints (bytes) or strings such as ``"256M"``; times are seconds.
+    ``cpu_time`` is enforced (the run is killed), not throttled.
+    """
+
+    memory: int = attrs.field(default=256 * MiB, converter=_memory)
+    cpu_time: float = attrs.field(default=2.0, converter=_cpu_time)
+    wall_time: float = attrs.field(default=5.0, converter=_wall_time)
+    processes: int = attrs.field(default=16, converter=_processes)
+    stdout_max: int = attrs.field(default=64 * MiB, converter=_stdout_max)
+    stderr_max: int = attrs.field(default=64 * MiB, converter=_stderr_max)
+    file_size: int = attrs.field(default=16 * MiB, converter=_file_size)
+    open_files: int = attrs.field(default=64, converter=_open_files)
+    stack: int = attrs.field(default=64 * MiB, converter=_stack)
+    address_space: int | None = attrs.field(default=None, converter=_address_space)
+    box_size: int = attrs.field(default=64 * MiB, converter=_box_size)
+    box_inodes: int = attrs.field(default=4096, converter=_box_inodes)
+    tmp_size: int = attrs.field(default=16 * MiB, converter=_tmp_size)
+
+    def __attrs_post_init__(self) -> None:
+        if self.wall_time < self.cpu_time:
+            raise InvalidInput(
+                "wall_time",
+                f"{self.wall_time:g}s is below cpu_time {self.cpu_time:g}s; "
+                "a run could never use its cpu allowance",
+            )
+        if self.address_space is not None and self.address_space < self.memory:
+            raise InvalidInput(
+                "address_space",
+                f"{self.address_space} bytes is below memory {self.memory} bytes",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)

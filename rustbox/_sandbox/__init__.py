@@ -1,0 +1,1 @@
+"""What runs on the sandbox side: the isolation chain and the proxy (PID 1)."""

@@ -1,0 +1,346 @@
+"""The proxy: PID 1 of one run's PID namespace.
+
+The launcher forks it into a fresh PID namespace. It builds the mount tree,
+creates the run's cgroup, forks the payload (which walks the rest of the chain
+and execs), then enforces cpu and wall time, reaps every descendant, reads the
+evidence and reports it. When it exits, the kernel kills whatever is left in
+the namespace, so no process of the run can outlive it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import select
+import signal
+import socket
+import stat
+import time
+import traceback
+from typing import Any, NoReturn
+
+from rustbox import _sys
+from rustbox._errors import SandboxSetupError
+from rustbox._host import Cgroup, CgroupLimits, CgroupStats
+from rustbox._sandbox import _chain
+from rustbox._sandbox._spec import ProxyReport, RunSpec, from_memfd, to_memfd
+
+#: Slowest and fastest cpu-time poll. Between them the interval is the time
+#: the payload needs, at full parallelism, to reach its limit: the limit is
+#: never overshot by more than one fastest interval per cpu.
+_POLL_MAX = 1.0
+_POLL_MIN = 0.005
+_NCPU = os.cpu_count() or 1
+
+
+class _Run:
+    def __init__(self, spec: RunSpec, control: socket.socket) -> None:
+        self.spec = spec
+        self.control = control
+        self.started = 0.0
+        self.actions: list[tuple[float, str, str]] = []
+        self.kill_reason: str | None = None
+        self.proxy_setup: list[tuple[str, float]] = []
+
+    def kill_all(self, reason: str, why: str) -> None:
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        self.actions.append((round(time.monotonic() - self.started, 6), "SIGKILL all", why))
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _send(
+    control: socket.socket, message: tuple[object, ...], fds: list[int] | None = None
+) -> None:
+    data = pickle.dumps(message)
+    if fds:
+        socket.send_fds(control, [data], fds)
+    else:
+        control.send(data)
+
+
+def _payload(rooted: _chain.Rooted, cgroup: Cgroup, stdio: list[int], setup_w: int) -> NoReturn:
+    """The forked payload: stages 4-9, then exec. Reports failures on the setup fd."""
+    report_fd = setup_w
+
+    def report(message: tuple[object, ...]) -> None:
+        data = pickle.dumps(message)
+        try:
+            os.write(report_fd, data)
+        except OSError:
+            pass
+
+    def before_exec(timings: list[tuple[str, float]], controls: list[str]) -> None:
+        report(("ok", timings, controls))
+
+    try:
+        attached = rooted.attach_cgroup(cgroup)
+        hygienic = attached.apply_hygiene(stdio, setup_w)
+        report_fd = _chain.SETUP_FD
+        credentialed = hygienic.drop_credentials()
+        locked = credentialed.lock_privileges()
+        filtered = locked.install_seccomp()
+        filtered.exec(before_exec)
+    except SandboxSetupError as exc:
+        report(("error", exc.stage, exc.detail))
+    except BaseException as exc:
+        report(("error", "payload", f"{type(exc).__name__}: {exc}"))
+    finally:
+        os._exit(126)
+
+
+def _read_setup(fd: int) -> tuple[Any, ...] | None:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    if not chunks:
+        return None
+    message = pickle.loads(b"".join(chunks))
+    assert isinstance(message, tuple)
+    return message
+
+
+def _collect(paths: tuple[str, ...], limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Read files back out of /box without following any symlink the payload made."""
+    found: list[tuple[str, bytes]] = []
+    missing: list[str] = []
+    for path in paths:
+        parts = path.split("/")
+        dir_fd = os.open("/box", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for part in parts[:-1]:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                os.close(dir_fd)
+                dir_fd = next_fd
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError:
+            missing.append(path)
+            os.close(dir_fd)
+            continue
+        os.close(dir_fd)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+                missing.append(path)
+                continue
+            found.append((path, os.pread(fd, info.st_size, 0)))
+        finally:
+            os.close(fd)
+    return found, missing
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+def _supervise(run: _Run, cgroup: Cgroup, pid: int) -> tuple[int, resource.struct_rusage]:
+    """Wait for the payload while enforcing cpu and wall time; returns its wait status."""
+    limits = run.spec.limits
+    cpu_limit_ns = int(limits.cpu_time * 1e9)
+    deadline = run.started + limits.wall_time
+    parallel = max(1, min(_NCPU, limits.processes))
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(run.control.fileno(), select.POLLIN)
+    try:
+        while True:
+            used = cgroup.cpu_usage_ns()
+            now = time.monotonic()
+            if used > cpu_limit_ns and run.kill_reason is None:
+                run.kill_all("cpu", f"cpu_time {used / 1e9:.3f}s > limit {limits.cpu_time:g}s")
+            elif now >= deadline and run.kill_reason is None:
+                run.kill_all(
+                    "wall", f"wall_time {now - run.started:.3f}s > limit {limits.wall_time:g}s"
+                )
+            interval = (cpu_limit_ns - used) / 1e9 / parallel
+            timeout = max(_POLL_MIN, min(_POLL_MAX, interval, deadline - now))
+            for fd, _ in poller.poll(timeout * 1000):
+                if fd == pidfd:
+                    _, status, rusage = os.wait4(pid, 0)
+                    return status, rusage
+                message = run.control.recv(4096)
+                if not message:  # the supervisor is gone; nobody wants the result
+                    run.kill_all("supervisor", "control socket closed")
+                    poller.unregister(run.control.fileno())
+                    continue
+                request = pickle.loads(message)
+                if request[0] == "kill" and run.kill_reason is None:
+                    run.kill_all(str(request[1]), str(request[2]))
+    finally:
+        os.close(pidfd)
+
+
+def _serve(
+    spec: RunSpec, control: socket.socket, stdio: list[int], private: _chain.PrivateMounts
+) -> ProxyReport:
+    run = _Run(spec, control)
+    private.timings.resume()
+    t1 = time.perf_counter()
+    cgroup = spec.cgroups.create(
+        spec.cgroup_name, CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes)
+    )
+    cgroup_ms = (time.perf_counter() - t1) * 1000
+    try:
+        rooted = private.build_root(spec)
+        setup_r, setup_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(setup_r)
+            _payload(rooted, cgroup, stdio, setup_w)
+        os.close(setup_w)
+        for fd in stdio:
+            os.close(fd)
+        message = _read_setup(setup_r)
+        os.close(setup_r)
+        run.started = time.monotonic()
+        setup = list(rooted.timings.stages)
+        controls = list(rooted.controls)
+        error_stage = error = None
+        status: int | None = None
+        rusage = None
+        if message is None or message[0] != "ok":
+            _, status, rusage = os.wait4(pid, 0)
+            if message is None:
+                error_stage, error = "payload", f"payload died during setup (status {status})"
+            else:
+                error_stage, error = str(message[1]), str(message[2])
+        else:
+            setup, controls = list(message[1]), list(message[2])
+            _send(control, ("started",))
+            status, rusage = _supervise(run, cgroup, pid)
+        wall = time.monotonic() - run.started
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap_all()
+        stats: CgroupStats | None = cgroup.stats()
+        files, missing = _collect(spec.collect, spec.limits.box_size) if error is None else ([], [])
+    finally:
+        try:
+            cgroup.remove()
+            removed = True
+        except OSError:
+            removed = False
+    return ProxyReport(
+        error_stage=error_stage,
+        error=error,
+        wait_status=status,
+        rusage_user=rusage.ru_utime if rusage else 0.0,
+        rusage_sys=rusage.ru_stime if rusage else 0.0,
+        rusage_maxrss=(rusage.ru_maxrss * 1024) if rusage else 0,
+        stats=stats,
+        kill_reason=run.kill_reason,
+        actions=tuple(run.actions),
+        setup=(*setup[:2], ("cgroup_create", round(cgroup_ms, 3)), *setup[2:]),
+        wall_time=wall,
+        files=tuple(files),
+        missing_files=tuple(missing),
+        controls=tuple(controls),
+        cgroup_removed=removed,
+    )
+
+
+def _arm(launcher_pidfd: int) -> None:
+    """Die with the launcher, stay out of reach of the payload, reap children."""
+    _sys.set_pdeathsig(signal.SIGKILL)
+    if select.select([launcher_pidfd], [], [], 0)[0]:
+        os._exit(1)  # the launcher died before PDEATHSIG was armed
+    os.close(launcher_pidfd)
+    _sys.set_dumpable(False)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def warm_main(channel_fd: int, launcher_pidfd: int) -> NoReturn:
+    """Entry point of a proxy the launcher forks ahead of demand. Never returns.
+
+    It walks stages 1 and 2 (namespaces, private mounts) right away, then
+    waits on its channel for one run: five fds (spec, control, stdin, stdout,
+    stderr). A run handed to it skips the fork and the namespace set-up.
+    """
+    code = 0
+    try:
+        _arm(launcher_pidfd)
+        _chain.reset_progress()
+        private: _chain.PrivateMounts | None = None
+        failure: SandboxSetupError | None = None
+        try:
+            private = _chain.enter_namespaces().make_mounts_private()
+        except SandboxSetupError as exc:
+            failure = exc
+        channel = socket.socket(fileno=channel_fd)
+        data, fds, _, _ = socket.recv_fds(channel, 64, 8)
+        channel.close()
+        if not data or len(fds) != 5:
+            os._exit(0)  # the launcher is retiring this proxy
+        spec_fd, control_fd, *stdio = fds
+        code = _answer(spec_fd, control_fd, stdio, private, failure)
+    finally:
+        os._exit(code)
+
+
+def _answer(
+    spec_fd: int,
+    control_fd: int,
+    stdio: list[int],
+    private: _chain.PrivateMounts | None,
+    failure: SandboxSetupError | None,
+) -> int:
+    """Serve one run and send the report; returns the proxy's exit code."""
+    control = socket.socket(fileno=control_fd)
+    try:
+        spec = from_memfd(spec_fd)
+        os.close(spec_fd)
+        assert isinstance(spec, RunSpec)
+        try:
+            if failure is not None:
+                raise failure
+            assert private is not None
+            report = _serve(spec, control, stdio, private)
+        except SandboxSetupError as exc:
+            report = _error_report(exc.stage, exc.detail)
+        fd = to_memfd(report, "rustbox-report")
+        _send(control, ("done",), [fd])
+        return 0
+    except BaseException:
+        try:
+            detail = traceback.format_exc(limit=8)
+            fd = to_memfd(_error_report("proxy", detail), "rustbox-report")
+            _send(control, ("done",), [fd])
+        except BaseException:
+            pass
+        return 1
+
+
+def _error_report(stage: str, detail: str) -> ProxyReport:
+    return ProxyReport(
+        error_stage=stage,
+        error=detail,
+        wait_status=None,
+        rusage_user=0.0,
+        rusage_sys=0.0,
+        rusage_maxrss=0,
+        stats=None,
+        kill_reason=None,
+        actions=(),
+        setup=(),
+        wall_time=0.0,
+        files=(),
+        missing_files=(),
+        controls=(),
+        cgroup_removed=False,
+    )

@@ -1,0 +1,464 @@
+"""The supervisor: runs sandboxes from the caller's event loop (asyncio or trio)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import attrs
+import structlog
+
+from rustbox import _sys
+from rustbox._errors import HostUnsupported, InvalidInput, LauncherDied, RustboxError
+from rustbox._host import CgroupTree, UidLease, UidPool
+from rustbox._limits import Limits
+from rustbox._result import Action, Result, StreamReport
+from rustbox._sandbox._spec import (
+    DEFAULT_READONLY_BINDS,
+    ProxyReport,
+    RunSpec,
+    from_memfd,
+    to_memfd,
+)
+from rustbox._supervisor import _inputs
+from rustbox._supervisor._launcher_client import LauncherClient
+from rustbox._supervisor._verdict import build_result
+
+ROOT_DIR = "/run/rustbox/root"
+_SLOT_RE = re.compile(r"^u(\d+)$")
+#: How long the sandbox may take to build itself before the supervisor gives up on it.
+SETUP_DEADLINE = 20.0
+#: Slack past the wall limit before the supervisor kills an unresponsive proxy.
+BACKSTOP_GRACE = 2.0
+
+
+def _default_logger() -> Any:
+    """structlog's logger if the application configured structlog, else stdlib's.
+
+    The library never configures logging; unconfigured structlog would print
+    every event to stdout, so fall back to the ``rustbox`` stdlib logger, which
+    stays quiet unless the application enables it.
+    """
+    if structlog.is_configured():
+        return structlog.get_logger("rustbox")
+    return structlog.wrap_logger(
+        logging.getLogger("rustbox"),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
+    )
+
+
+class _Stream:
+    """One captured output pipe."""
+
+    def __init__(self, name: str, fd: int, cap: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.seen = 0
+        self.eof = False
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def report(self) -> StreamReport:
+        return StreamReport(
+            bytes=self.size, cap=self.cap, truncated=self.seen > self.cap, complete=self.eof
+        )
+
+
+class _RunState:
+    def __init__(self) -> None:
+        self.pidfd: int | None = None
+        self.spawned = anyio.Event()
+        self.started_at: float | None = None
+        self.report: ProxyReport | None = None
+        self.proxy_gone = False
+        self.actions: list[Action] = []
+        self.t0 = time.monotonic()
+
+    def act(self, action: str, reason: str) -> None:
+        at = time.monotonic() - (self.started_at or self.t0)
+        self.actions.append(Action(round(at, 6), "supervisor", action, reason))
+
+
+@attrs.define(eq=False)
+class Supervisor:
+    """Runs untrusted programs in kernel-enforced sandboxes.
+
+    Use it as an async context manager; every run started inside is killed and
+    cleaned up when the block exits, whether by return, error or cancellation::
+
+        async with rustbox.Supervisor(max_concurrency=8) as sv:
+            result = await sv.run(["/usr/bin/python3", "x.py"], files={"x.py": b"print(1)"})
+    """
+
+    max_concurrency: int = attrs.field(factory=lambda: os.cpu_count() or 1)
+    uid_pool: UidPool = attrs.field(factory=UidPool)
+    cgroup_parent: str = "rustbox"
+    cgroup_mount: str = "/sys/fs/cgroup"
+    readonly_binds: tuple[str, ...] = DEFAULT_READONLY_BINDS
+    max_stdin: int = 256 << 20
+    #: Proxies the launcher keeps forked ahead of demand (namespaces already made).
+    warm_proxies: int | None = None
+    logger: Any = attrs.field(factory=_default_logger)
+
+    _cgroups: CgroupTree | None = attrs.field(default=None, init=False)
+    _seccomp: bytes = attrs.field(default=b"", init=False)
+    _launcher: LauncherClient | None = attrs.field(default=None, init=False)
+    _launcher_lock: anyio.Lock = attrs.field(factory=anyio.Lock, init=False)
+    _limiter: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
+    _active: set[_RunState] = attrs.field(factory=set, init=False)
+    _open: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+            raise InvalidInput(
+                "max_concurrency", f"must be a positive integer, got {self.max_concurrency!r}"
+            )
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> Supervisor:
+        missing = []
+        if os.geteuid() != 0:
+            missing.append(
+                "root: rustbox must run as root (euid 0) to build namespaces and cgroups"
+            )
+        try:
+            self._cgroups = CgroupTree.detect(self.cgroup_mount, self.cgroup_parent)
+        except HostUnsupported as exc:
+            missing.extend(exc.missing)
+        except OSError as exc:
+            missing.append(f"cgroups: {exc}")
+        try:
+            self._seccomp = _sys.build_filter()
+        except HostUnsupported as exc:
+            missing.extend(exc.missing)
+        if missing:
+            raise HostUnsupported(missing)
+        os.makedirs(ROOT_DIR, mode=0o700, exist_ok=True)
+        self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        await anyio.to_thread.run_sync(self.sweep)
+        self._launcher = await LauncherClient.start(self._warm_count())
+        self._open = True
+        self.logger.debug("supervisor started", launcher=self._launcher.pid)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Kill every run still in flight, then stop the launcher."""
+        self._open = False
+        with anyio.CancelScope(shield=True):
+            for state in list(self._active):
+                self._kill(state, "supervisor closing")
+            if self._launcher is not None:
+                await self._launcher.aclose()
+                self._launcher = None
+
+    def sweep(self) -> list[str]:
+        """Remove cgroups that crashed supervisors left behind; returns their names.
+
+        A run's cgroup is named after its uid slot, and a slot is in use only
+        while its lock is held, so a group whose slot is free is stale.
+        """
+        assert self._cgroups is not None
+        removed = []
+        for name in self._cgroups.children():
+            match = _SLOT_RE.match(name)
+            if match is None:
+                continue
+            lease = self.uid_pool.try_acquire(int(match.group(1)))
+            if lease is None:
+                continue
+            try:
+                if self._cgroups.remove_stale(name):
+                    removed.append(name)
+            finally:
+                lease.release()
+        if removed:
+            self.logger.info("swept stale cgroups", cgroups=removed)
+        return removed
+
+    async def _ensure_launcher(self) -> LauncherClient:
+        async with self._launcher_lock:
+            if self._launcher is not None and self._launcher.alive:
+                return self._launcher
+            if self._launcher is not None:
+                self.logger.warning("launcher died; starting a new one")
+                await self._launcher.aclose()
+            self._launcher = await LauncherClient.start(self._warm_count())
+            return self._launcher
+
+    def _warm_count(self) -> int:
+        if self.warm_proxies is not None:
+            return max(0, self.warm_proxies)
+        return min(self.max_concurrency, 4)
+
+    # -- runs --------------------------------------------------------------
+
+    async def run(
+        self,
+        command: Sequence[str],
+        *,
+        files: Mapping[str, bytes | str | _inputs.File] | None = None,
+        stdin: bytes | str | None = None,
+        limits: Limits | None = None,
+        env: Mapping[str, str] | None = None,
+        collect: Sequence[str] = (),
+        cwd: str = "/box",
+    ) -> Result:
+        """Run ``command`` in a fresh sandbox and return its verdict with evidence.
+
+        Raises :class:`InvalidInput` for a bad request (nothing is started),
+        :class:`HostUnsupported` if the host cannot enforce the controls.
+        Cancelling the call kills the run and cleans it up.
+        """
+        if not self._open:
+            raise RustboxError("the Supervisor is not open: use 'async with Supervisor() as sv'")
+        limits = Limits() if limits is None else limits
+        if not isinstance(limits, Limits):
+            raise InvalidInput("limits", f"expected rustbox.Limits, got {type(limits).__name__}")
+        argv = _inputs.argv_spec(command)
+        env_items = _inputs.env_spec(env)
+        file_specs = _inputs.files_spec(files, limits.box_size)
+        collect_paths = tuple(_inputs.box_path(p, f"collect[{i}]") for i, p in enumerate(collect))
+        cwd = _inputs.cwd_path(cwd)
+        data = _inputs.stdin_bytes(stdin, self.max_stdin)
+        _inputs.check_command(argv, env_items, file_specs, self.readonly_binds, cwd)
+        assert self._limiter is not None and self._cgroups is not None
+        async with self._limiter:
+            lease = self.uid_pool.acquire()
+            spec = RunSpec(
+                run_id=uuid.uuid4().hex[:16],
+                argv=argv,
+                env=env_items,
+                cwd=cwd,
+                files=file_specs,
+                collect=collect_paths,
+                limits=limits,
+                uid=lease.uid,
+                gid=lease.gid,
+                cgroups=self._cgroups,
+                cgroup_name=f"u{lease.uid}",
+                readonly_binds=self.readonly_binds,
+                seccomp_program=self._seccomp,
+                root_dir=ROOT_DIR,
+            )
+            return await self._run(spec, data, lease)
+
+    async def _run(self, spec: RunSpec, stdin: bytes, lease: UidLease) -> Result:
+        log = self.logger.bind(run_id=spec.run_id, uid=spec.uid)
+        state = _RunState()
+        owned: list[int] = []
+        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        control.setblocking(False)
+        self._active.add(state)
+        try:
+            child_fds = [to_memfd(spec, "rustbox-spec"), control_child.fileno(), _stdin_fd(stdin)]
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            owned += [out_r, err_r]
+            child_fds += [out_w, err_w]
+            for fd in (out_r, err_r):
+                os.set_blocking(fd, False)
+            streams = [
+                _Stream("stdout", out_r, spec.limits.stdout_max),
+                _Stream("stderr", err_r, spec.limits.stderr_max),
+            ]
+            try:
+                launcher = await self._ensure_launcher()
+                await launcher.submit(spec.run_id, child_fds)
+            finally:
+                for fd in child_fds:
+                    if fd != control_child.fileno():
+                        os.close(fd)
+                control_child.close()
+            log.debug("submitted")
+            async with anyio.create_task_group() as tg:
+                for stream in streams:
+                    tg.start_soon(self._drain, stream, control, state)
+                await self._follow(control, state, spec)
+            report = state.report
+            assert report is not None
+            result = build_result(
+                report,
+                limits=spec.limits,
+                stdout=streams[0].data,
+                stderr=streams[1].data,
+                stdout_report=streams[0].report(),
+                stderr_report=streams[1].report(),
+                supervisor_actions=state.actions,
+                cgroup_version=spec.cgroups.version,
+                uid=spec.uid,
+                mode="strict",
+            )
+            log.debug(
+                "finished", status=result.status.value, cpu=result.cpu_time, wall=result.wall_time
+            )
+            return result
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup(state, spec, control, owned, lease, log)
+
+    async def _follow(self, control: socket.socket, state: _RunState, spec: RunSpec) -> None:
+        """Read the control socket until the proxy's report, killing it past the backstop."""
+        deadline = time.monotonic() + SETUP_DEADLINE
+        while state.report is None:
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
+                await anyio.wait_readable(control)
+            if scope.cancelled_caught:
+                why = "setup deadline" if state.started_at is None else "wall backstop"
+                self._kill(state, f"proxy unresponsive ({why})")
+                deadline = time.monotonic() + 5.0
+                if state.proxy_gone:
+                    raise RustboxError("the sandbox proxy did not stop after SIGKILL")
+                state.proxy_gone = True
+                continue
+            try:
+                data, fds, _, _ = socket.recv_fds(control, 4096, 4)
+            except BlockingIOError:
+                continue
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                raise RustboxError("the sandbox proxy exited without a report (see the launcher)")
+            message = pickle.loads(data)
+            kind = message[0]
+            if kind == "spawned":
+                state.pidfd = fds[0]
+                state.spawned.set()
+            elif kind == "started":
+                state.started_at = time.monotonic()
+                deadline = state.started_at + spec.limits.wall_time + BACKSTOP_GRACE
+            elif kind == "done":
+                try:
+                    state.report = from_memfd(fds[0])
+                finally:
+                    os.close(fds[0])
+            elif kind == "error":
+                raise LauncherDied(str(message[1]))
+
+    async def _drain(self, stream: _Stream, control: socket.socket, state: _RunState) -> None:
+        while True:
+            await anyio.wait_readable(stream.fd)
+            try:
+                chunk = os.read(stream.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                stream.eof = True
+                return
+            stream.seen += len(chunk)
+            room = stream.cap - stream.size
+            if room > 0:
+                kept = chunk[:room]
+                stream.chunks.append(kept)
+                stream.size += len(kept)
+            if stream.seen > stream.cap and not getattr(stream, "_asked", False):
+                stream._asked = True  # type: ignore[attr-defined]
+                reason = f"{stream.name} exceeded {stream.cap} bytes"
+                state.act("ask proxy to kill", reason)
+                try:
+                    control.send(pickle.dumps(("kill", "output", reason)))
+                except OSError:
+                    pass
+
+    def _kill(self, state: _RunState, reason: str) -> None:
+        if state.pidfd is None:
+            return
+        state.act("SIGKILL proxy", reason)
+        try:
+            _sys.pidfd_send_signal(state.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+
+    async def _cleanup(
+        self,
+        state: _RunState,
+        spec: RunSpec,
+        control: socket.socket,
+        owned: list[int],
+        lease: UidLease,
+        log: Any,
+    ) -> None:
+        """Kill, reap, remove the cgroup, release the uid: on every path."""
+        try:
+            if state.report is None:
+                if state.pidfd is None:
+                    # Cancelled before the launcher answered: wait for the pidfd so
+                    # the proxy can be killed rather than left to run.
+                    with anyio.move_on_after(10):
+                        while state.pidfd is None:
+                            await anyio.wait_readable(control)
+                            try:
+                                data, fds, _, _ = socket.recv_fds(control, 4096, 4)
+                            except BlockingIOError:
+                                continue
+                            if not data:
+                                break
+                            if pickle.loads(data)[0] == "spawned":
+                                state.pidfd = fds[0]
+                            else:
+                                for fd in fds:
+                                    os.close(fd)
+                self._kill(state, "run abandoned (cancelled or failed)")
+            if state.pidfd is not None:
+                with anyio.move_on_after(10):
+                    await anyio.wait_readable(state.pidfd)
+            if state.report is None or not state.report.cgroup_removed:
+                assert self._cgroups is not None
+                await anyio.to_thread.run_sync(self._cgroups.remove_stale, spec.cgroup_name)
+        except Exception:
+            log.exception("cleanup failed; the uid stays locked until the next sweep")
+            raise
+        else:
+            lease.release()
+        finally:
+            self._active.discard(state)
+            if state.pidfd is not None:
+                anyio.notify_closing(state.pidfd)
+                os.close(state.pidfd)
+            anyio.notify_closing(control)
+            control.close()
+            for fd in owned:
+                anyio.notify_closing(fd)
+                os.close(fd)
+
+
+def _stdin_fd(data: bytes) -> int:
+    """stdin as a read-only memfd: no writer task, no pipe deadlock, any size."""
+    fd = os.memfd_create("rustbox-stdin", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(fd)
+
+
+async def run(command: Sequence[str], **kwargs: Any) -> Result:
+    """One run with a short-lived Supervisor (convenient, but pays its start-up)."""
+    async with Supervisor() as sv:
+        return await sv.run(command, **kwargs)
