@@ -32,6 +32,7 @@ from typing import NoReturn
 
 from rustbox import _sys
 from rustbox._sandbox import _proxy
+from rustbox._sandbox._spec import BaseTree
 
 SUPERVISOR_FD = 3
 _FDS_PER_RUN = 5
@@ -51,9 +52,10 @@ class _Warm:
 
 
 class Launcher:
-    def __init__(self, sock: socket.socket, pool_size: int) -> None:
+    def __init__(self, sock: socket.socket, pool_size: int, base: BaseTree) -> None:
         self.sock = sock
         self.pool_size = pool_size
+        self.base = base
         self.pidfd = _sys.pidfd_open(os.getpid())
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.wake_r, self.wake_w = os.pipe()
@@ -87,7 +89,7 @@ class Launcher:
                 signal.set_wakeup_fd(-1)
                 for fd in private:
                     os.close(fd)
-                _proxy.warm_main(theirs.fileno(), self.pidfd)
+                _proxy.warm_main(theirs.fileno(), self.pidfd, self.base)
             finally:
                 os._exit(1)
         _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
@@ -196,11 +198,12 @@ def _readable(fd: int) -> bool:
 
 def main(argv: list[str]) -> NoReturn:
     expected_parent, pool_size = int(argv[1]), int(argv[2])
+    base = BaseTree(root_dir=argv[3], readonly_binds=tuple(argv[4:]))
     _sys.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != expected_parent:
         os._exit(0)  # the supervisor died before PDEATHSIG was armed
     try:
-        Launcher(socket.socket(fileno=SUPERVISOR_FD), pool_size).serve()
+        Launcher(socket.socket(fileno=SUPERVISOR_FD), pool_size, base).serve()
     finally:
         os._exit(0)
 

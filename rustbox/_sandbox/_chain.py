@@ -12,14 +12,18 @@ Order, and where each stage runs::
     proxy (PID 1 of the run's PID namespace)
       1 Namespaced        mount, net, ipc, uts namespaces; hostname; lo up
       2 PrivateMounts     MS_REC|MS_PRIVATE on /, before any mount
-      3 Rooted            tmpfs root, read-only binds, /box, /tmp, /dev, /proc, pivot_root
+      3 RootPrepared      tmpfs root, read-only binds, /etc, /dev, /proc  (no run needed)
+      4 Rooted            the run's /box, /tmp, /dev/shm and identity files, pivot_root
     payload (forked by the proxy)
-      4 CgroupAttached    the run's cgroup, before any untrusted instruction
-      5 Hygienic          signals, rlimits, umask, fds, cwd
-      6 Credentialed      setgroups([]), setresgid, setresuid, verified
-      7 Locked            capabilities zero in all five sets, NO_NEW_PRIVS
-      8 Filtered          seccomp
-      9 exec
+      5 CgroupAttached    the run's cgroup, before any untrusted instruction
+      6 Hygienic          signals, rlimits, umask, fds, cwd
+      7 Credentialed      setgroups([]), setresgid, setresuid, verified
+      8 Locked            capabilities zero in all five sets, NO_NEW_PRIVS
+      9 Filtered          seccomp
+     10 exec
+
+Stages 1-3 need nothing from the run, so the launcher's warm proxies walk them
+before a run arrives.
 
 The cgroup is joined by the payload after the mount tree is built (DESIGN.md
 lists it before the root): the proxy's own Python footprint, its mount work and
@@ -42,7 +46,7 @@ from rustbox import _sys
 from rustbox._errors import SandboxSetupError
 from rustbox._host import Cgroup
 from rustbox._limits import Limits
-from rustbox._sandbox._spec import DEFAULT_ETC_BINDS, HOSTNAME, RunSpec
+from rustbox._sandbox._spec import DEFAULT_ETC_BINDS, HOSTNAME, BaseTree, RunSpec
 
 _TOKEN = object()
 
@@ -50,6 +54,7 @@ _TOKEN = object()
 STAGES = (
     "namespaces",
     "private_mounts",
+    "base_root",
     "root",
     "cgroup",
     "hygiene",
@@ -209,13 +214,11 @@ def _place(root: str, host_path: str, *, directory: bool) -> str | None:
     return target
 
 
-def _write_etc(root: str, spec: RunSpec) -> None:
+def _write_etc(root: str) -> None:
+    """A minimal /etc: name resolution for the sandbox only, no host secrets."""
     etc = root + "/etc"
     os.makedirs(etc, exist_ok=True)
     files = {
-        "passwd": f"root:x:0:0:root:/root:/bin/false\nsandbox:x:{spec.uid}:{spec.gid}"
-        f":sandbox:/box:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-        "group": f"root:x:0:\nsandbox:x:{spec.gid}:\nnogroup:x:65534:\n",
         "hostname": f"{HOSTNAME}\n",
         "hosts": f"127.0.0.1 localhost {HOSTNAME}\n::1 localhost\n",
         "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
@@ -231,7 +234,18 @@ def _write_etc(root: str, spec: RunSpec) -> None:
                 _bind_readonly(path, target)
 
 
-def _make_dev(root: str, limits: Limits) -> None:
+def _write_identity(root: str, uid: int, gid: int) -> None:
+    """passwd and group naming the run's own uid, so tools can resolve it."""
+    with open(f"{root}/etc/passwd", "w") as f:
+        f.write(
+            f"root:x:0:0:root:/root:/bin/false\nsandbox:x:{uid}:{gid}:sandbox:/box:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/:/bin/false\n"
+        )
+    with open(f"{root}/etc/group", "w") as f:
+        f.write(f"root:x:0:\nsandbox:x:{gid}:\nnogroup:x:65534:\n")
+
+
+def _make_dev(root: str) -> None:
     dev = root + "/dev"
     os.mkdir(dev)
     _sys.mount(
@@ -248,9 +262,13 @@ def _make_dev(root: str, limits: Limits) -> None:
     ):
         os.symlink(target, f"{dev}/{name}")
     os.mkdir(f"{dev}/shm")
+
+
+def _scratch(target: str, limits: Limits) -> None:
+    """A tmpfs the program may write but never execute from (/tmp, /dev/shm)."""
     _sys.mount(
         "tmpfs",
-        f"{dev}/shm",
+        target,
         "tmpfs",
         _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC,
         f"size={limits.tmp_size},nr_inodes=1024,mode=1777",
@@ -259,7 +277,6 @@ def _make_dev(root: str, limits: Limits) -> None:
 
 def _write_box(root: str, spec: RunSpec) -> None:
     box = root + "/box"
-    os.mkdir(box)
     _sys.mount(
         "tmpfs",
         box,
@@ -303,10 +320,10 @@ def _mount_proc(root: str) -> str:
 class PrivateMounts(_Stage):
     _index = 1
 
-    def build_root(self, spec: RunSpec) -> Rooted:
-        """Stage 3: a tmpfs root holding only what the run may see, then pivot_root."""
+    def prepare_root(self, base: BaseTree) -> RootPrepared:
+        """Stage 3: the part of the new root every run shares; nothing from the run yet."""
         timings, controls = self._step()
-        root = spec.root_dir
+        root = base.root_dir
         try:
             _sys.mount(
                 "tmpfs",
@@ -316,25 +333,52 @@ class PrivateMounts(_Stage):
                 "size=1m,nr_inodes=256,mode=755",
             )
             bound = []
-            for path in spec.readonly_binds:
+            for path in base.readonly_binds:
                 if not os.path.lexists(path):
                     continue
                 target = _place(root, path, directory=os.path.isdir(path))
                 if target is not None:
                     _bind_readonly(path, target)
                     bound.append(path)
-            _write_etc(root, spec)
-            _write_box(root, spec)
-            os.mkdir(root + "/tmp")
-            _sys.mount(
-                "tmpfs",
-                root + "/tmp",
-                "tmpfs",
-                _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC,
-                f"size={spec.limits.tmp_size},nr_inodes=1024,mode=1777",
-            )
-            _make_dev(root, spec.limits)
+            _write_etc(root)
+            _make_dev(root)
             proc_control = _mount_proc(root)
+            os.mkdir(root + "/tmp")
+            os.mkdir(root + "/box")
+        except OSError as exc:
+            raise _failing("base_root")(exc) from exc
+        controls += [
+            "read-only binds (nosuid, nodev): " + " ".join(bound),
+            "/dev: null zero full random urandom only, noexec",
+            proc_control,
+            "/sys: absent",
+        ]
+        return RootPrepared(_TOKEN, None, timings, controls, base)
+
+
+class RootPrepared(_Stage):
+    _index = 2
+
+    def __init__(
+        self,
+        token: object,
+        spec: RunSpec | None,
+        timings: Timings,
+        controls: list[str],
+        base: BaseTree,
+    ) -> None:
+        super().__init__(token, spec, timings, controls)
+        self._base = base
+
+    def build_root(self, spec: RunSpec) -> Rooted:
+        """Stage 4: the run's own /box, /tmp, /dev/shm and identity, then pivot_root."""
+        timings, controls = self._step()
+        root = self._base.root_dir
+        try:
+            _write_identity(root, spec.uid, spec.gid)
+            _write_box(root, spec)
+            _scratch(root + "/tmp", spec.limits)
+            _scratch(root + "/dev/shm", spec.limits)
             os.chdir(root)
             _sys.pivot_root(".", ".")
             _sys.umount2(".", _sys.MNT_DETACH)
@@ -342,20 +386,17 @@ class PrivateMounts(_Stage):
             _sys.mount(None, "/", None, _BIND_RO)
         except OSError as exc:
             raise _failing("root")(exc) from exc
+        limits = spec.limits
         controls += [
             "root: tmpfs, read-only, pivot_root, old root detached",
-            "read-only binds (nosuid, nodev): " + " ".join(bound),
-            f"/box: tmpfs size={spec.limits.box_size} inodes={spec.limits.box_inodes} nosuid nodev",
-            f"/tmp, /dev/shm: tmpfs size={spec.limits.tmp_size} noexec nosuid nodev",
-            "/dev: null zero full random urandom only, noexec",
-            proc_control,
-            "/sys: absent",
+            f"/box: tmpfs size={limits.box_size} inodes={limits.box_inodes} nosuid nodev",
+            f"/tmp, /dev/shm: tmpfs size={limits.tmp_size} noexec nosuid nodev",
         ]
         return Rooted(_TOKEN, spec, timings, controls)
 
 
 class Rooted(_Stage):
-    _index = 2
+    _index = 3
 
     def attach_cgroup(self, cgroup: Cgroup) -> CgroupAttached:
         """Stage 4, in the payload: join the run's cgroup before anything untrusted runs."""
@@ -391,7 +432,7 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
 
 
 class CgroupAttached(_Stage):
-    _index = 3
+    _index = 4
 
     def apply_hygiene(self, stdio: Sequence[int], setup_fd: int) -> Hygienic:
         """Stage 5: default signals, rlimits, umask, only fds 0-2 (+ the setup fd), cwd."""
@@ -429,7 +470,7 @@ class CgroupAttached(_Stage):
 
 
 class Hygienic(_Stage):
-    _index = 4
+    _index = 5
 
     def drop_credentials(self) -> Credentialed:
         """Stage 6: the run's own unprivileged uid and gid, no supplementary groups."""
@@ -461,7 +502,7 @@ def _status_caps() -> dict[str, int]:
 
 
 class Credentialed(_Stage):
-    _index = 5
+    _index = 6
 
     def lock_privileges(self) -> Locked:
         """Stage 7: every capability set empty, verified; then NO_NEW_PRIVS."""
@@ -486,7 +527,7 @@ class Credentialed(_Stage):
 
 
 class Locked(_Stage):
-    _index = 6
+    _index = 7
 
     def install_seccomp(self) -> Filtered:
         """Stage 8: the syscall filter; the last thing before exec."""
@@ -500,7 +541,7 @@ class Locked(_Stage):
 
 
 class Filtered(_Stage):
-    _index = 7
+    _index = 8
 
     def exec(self, before_exec: Callable[[list[tuple[str, float]], list[str]], None]) -> NoReturn:
         """Stage 9: replace this process with the untrusted program.

@@ -24,7 +24,7 @@ from rustbox import _sys
 from rustbox._errors import SandboxSetupError
 from rustbox._host import Cgroup, CgroupLimits, CgroupStats
 from rustbox._sandbox import _chain
-from rustbox._sandbox._spec import ProxyReport, RunSpec, from_memfd, to_memfd
+from rustbox._sandbox._spec import BaseTree, ProxyReport, RunSpec, from_memfd, to_memfd
 
 #: Slowest and fastest cpu-time poll. Between them the interval is the time
 #: the payload needs, at full parallelism, to reach its limit: the limit is
@@ -185,17 +185,18 @@ def _supervise(run: _Run, cgroup: Cgroup, pid: int) -> tuple[int, resource.struc
 
 
 def _serve(
-    spec: RunSpec, control: socket.socket, stdio: list[int], private: _chain.PrivateMounts
-) -> ProxyReport:
+    spec: RunSpec, control: socket.socket, stdio: list[int], prepared: _chain.RootPrepared
+) -> tuple[Cgroup, ProxyReport]:
+    """Run the payload; the caller sends the report, then removes the cgroup."""
     run = _Run(spec, control)
-    private.timings.resume()
+    prepared.timings.resume()
     t1 = time.perf_counter()
     cgroup = spec.cgroups.create(
         spec.cgroup_name, CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes)
     )
     cgroup_ms = (time.perf_counter() - t1) * 1000
     try:
-        rooted = private.build_root(spec)
+        rooted = prepared.build_root(spec)
         setup_r, setup_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -230,13 +231,10 @@ def _serve(
         _reap_all()
         stats: CgroupStats | None = cgroup.stats()
         files, missing = _collect(spec.collect, spec.limits.box_size) if error is None else ([], [])
-    finally:
-        try:
-            cgroup.remove()
-            removed = True
-        except OSError:
-            removed = False
-    return ProxyReport(
+    except BaseException:
+        _remove_quietly(cgroup)
+        raise
+    return cgroup, ProxyReport(
         error_stage=error_stage,
         error=error,
         wait_status=status,
@@ -246,13 +244,20 @@ def _serve(
         stats=stats,
         kill_reason=run.kill_reason,
         actions=tuple(run.actions),
-        setup=(*setup[:2], ("cgroup_create", round(cgroup_ms, 3)), *setup[2:]),
+        setup=(*setup[:3], ("cgroup_create", round(cgroup_ms, 3)), *setup[3:]),
         wall_time=wall,
         files=tuple(files),
         missing_files=tuple(missing),
         controls=tuple(controls),
-        cgroup_removed=removed,
     )
+
+
+def _remove_quietly(cgroup: Cgroup) -> None:
+    """Remove the run's cgroup; the supervisor retries if this fails."""
+    try:
+        cgroup.remove()
+    except OSError:
+        pass
 
 
 def _arm(launcher_pidfd: int) -> None:
@@ -265,10 +270,10 @@ def _arm(launcher_pidfd: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-def warm_main(channel_fd: int, launcher_pidfd: int) -> NoReturn:
+def warm_main(channel_fd: int, launcher_pidfd: int, base: BaseTree) -> NoReturn:
     """Entry point of a proxy the launcher forks ahead of demand. Never returns.
 
-    It walks stages 1 and 2 (namespaces, private mounts) right away, then
+    It walks stages 1-3 (namespaces, private mounts, shared root) right away, then
     waits on its channel for one run: five fds (spec, control, stdin, stdout,
     stderr). A run handed to it skips the fork and the namespace set-up.
     """
@@ -276,10 +281,11 @@ def warm_main(channel_fd: int, launcher_pidfd: int) -> NoReturn:
     try:
         _arm(launcher_pidfd)
         _chain.reset_progress()
-        private: _chain.PrivateMounts | None = None
+        prepared: _chain.RootPrepared | None = None
         failure: SandboxSetupError | None = None
         try:
             private = _chain.enter_namespaces().make_mounts_private()
+            prepared = private.prepare_root(base)
         except SandboxSetupError as exc:
             failure = exc
         channel = socket.socket(fileno=channel_fd)
@@ -288,7 +294,7 @@ def warm_main(channel_fd: int, launcher_pidfd: int) -> NoReturn:
         if not data or len(fds) != 5:
             os._exit(0)  # the launcher is retiring this proxy
         spec_fd, control_fd, *stdio = fds
-        code = _answer(spec_fd, control_fd, stdio, private, failure)
+        code = _answer(spec_fd, control_fd, stdio, prepared, failure)
     finally:
         os._exit(code)
 
@@ -297,7 +303,7 @@ def _answer(
     spec_fd: int,
     control_fd: int,
     stdio: list[int],
-    private: _chain.PrivateMounts | None,
+    prepared: _chain.RootPrepared | None,
     failure: SandboxSetupError | None,
 ) -> int:
     """Serve one run and send the report; returns the proxy's exit code."""
@@ -306,15 +312,18 @@ def _answer(
         spec = from_memfd(spec_fd)
         os.close(spec_fd)
         assert isinstance(spec, RunSpec)
+        cgroup = None
         try:
             if failure is not None:
                 raise failure
-            assert private is not None
-            report = _serve(spec, control, stdio, private)
+            assert prepared is not None
+            cgroup, report = _serve(spec, control, stdio, prepared)
         except SandboxSetupError as exc:
             report = _error_report(exc.stage, exc.detail)
         fd = to_memfd(report, "rustbox-report")
-        _send(control, ("done",), [fd])
+        _send(control, ("done",), [fd])  # the result first; tidying up is off its path
+        if cgroup is not None:
+            _remove_quietly(cgroup)
         return 0
     except BaseException:
         try:
@@ -342,5 +351,4 @@ def _error_report(stage: str, detail: str) -> ProxyReport:
         files=(),
         missing_files=(),
         controls=(),
-        cgroup_removed=False,
     )

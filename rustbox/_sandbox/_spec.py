@@ -35,6 +35,14 @@ class FileSpec:
 
 
 @attrs.frozen
+class BaseTree:
+    """What every sandbox of one supervisor shares; warm proxies mount it ahead of time."""
+
+    root_dir: str  #: host directory the new root tmpfs is mounted on (in the run's mount ns)
+    readonly_binds: tuple[str, ...]
+
+
+@attrs.frozen
 class RunSpec:
     run_id: str
     argv: tuple[str, ...]
@@ -47,9 +55,7 @@ class RunSpec:
     gid: int
     cgroups: CgroupTree
     cgroup_name: str
-    readonly_binds: tuple[str, ...]
     seccomp_program: bytes
-    root_dir: str  #: host directory the new root tmpfs is mounted on (in the run's mount ns)
 
 
 @attrs.frozen
@@ -70,7 +76,6 @@ class ProxyReport:
     files: tuple[tuple[str, bytes], ...]
     missing_files: tuple[str, ...]
     controls: tuple[str, ...]
-    cgroup_removed: bool
 
 
 def to_memfd(obj: Any, name: str) -> int:

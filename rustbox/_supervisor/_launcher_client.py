@@ -12,6 +12,7 @@ import anyio
 
 from rustbox import _sys
 from rustbox._errors import LauncherDied
+from rustbox._sandbox._spec import BaseTree
 
 # The launcher imports only what a proxy needs: a bare package object stands in
 # for rustbox/__init__.py, which would pull in anyio and structlog. A smaller
@@ -41,7 +42,7 @@ class LauncherClient:
         self._closed = False
 
     @classmethod
-    async def start(cls, warm: int, timeout: float = 30.0) -> LauncherClient:
+    async def start(cls, warm: int, base: BaseTree, timeout: float = 30.0) -> LauncherClient:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             child_end = theirs.fileno()
@@ -50,7 +51,16 @@ class LauncherClient:
             code = _BOOT.format(path=[p for p in sys.path if p])
             pid = os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-I", "-c", code, str(os.getpid()), str(warm)],
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    code,
+                    str(os.getpid()),
+                    str(warm),
+                    base.root_dir,
+                    *base.readonly_binds,
+                ],
                 _LAUNCHER_ENV,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

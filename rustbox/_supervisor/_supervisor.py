@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 import attrs
 import structlog
 
@@ -25,6 +26,7 @@ from rustbox._limits import Limits
 from rustbox._result import Action, Result, StreamReport
 from rustbox._sandbox._spec import (
     DEFAULT_READONLY_BINDS,
+    BaseTree,
     ProxyReport,
     RunSpec,
     from_memfd,
@@ -123,6 +125,7 @@ class Supervisor:
     _limiter: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
     _active: set[_RunState] = attrs.field(factory=set, init=False)
     _open: bool = attrs.field(default=False, init=False)
+    _background: anyio.abc.TaskGroup | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
@@ -153,7 +156,10 @@ class Supervisor:
         os.makedirs(ROOT_DIR, mode=0o700, exist_ok=True)
         self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         await anyio.to_thread.run_sync(self.sweep)
-        self._launcher = await LauncherClient.start(self._warm_count())
+        background = anyio.create_task_group()
+        await background.__aenter__()
+        self._background = background
+        self._launcher = await LauncherClient.start(self._warm_count(), self._base())
         self._open = True
         self.logger.debug("supervisor started", launcher=self._launcher.pid)
         return self
@@ -164,17 +170,19 @@ class Supervisor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Kill every run still in flight, then stop the launcher."""
+        """Kill every run still in flight, finish every cleanup, stop the launcher."""
         self._open = False
-        with anyio.CancelScope(shield=True):
-            for state in list(self._active):
-                self._kill(state, "supervisor closing")
-            if self._launcher is not None:
-                await self._launcher.aclose()
-                self._launcher = None
+        for state in list(self._active):
+            self._kill(state, "supervisor closing")
+        try:
+            if self._background is not None:
+                background, self._background = self._background, None
+                await background.__aexit__(None, None, None)  # waits for pending cleanups
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self._launcher is not None:
+                    await self._launcher.aclose()
+                    self._launcher = None
 
     def sweep(self) -> list[str]:
         """Remove cgroups that crashed supervisors left behind; returns their names.
@@ -207,8 +215,11 @@ class Supervisor:
             if self._launcher is not None:
                 self.logger.warning("launcher died; starting a new one")
                 await self._launcher.aclose()
-            self._launcher = await LauncherClient.start(self._warm_count())
+            self._launcher = await LauncherClient.start(self._warm_count(), self._base())
             return self._launcher
+
+    def _base(self) -> BaseTree:
+        return BaseTree(root_dir=ROOT_DIR, readonly_binds=self.readonly_binds)
 
     def _warm_count(self) -> int:
         if self.warm_proxies is not None:
@@ -261,9 +272,7 @@ class Supervisor:
                 gid=lease.gid,
                 cgroups=self._cgroups,
                 cgroup_name=f"u{lease.uid}",
-                readonly_binds=self.readonly_binds,
                 seccomp_program=self._seccomp,
-                root_dir=ROOT_DIR,
             )
             return await self._run(spec, data, lease)
 
@@ -319,7 +328,17 @@ class Supervisor:
             return result
         finally:
             with anyio.CancelScope(shield=True):
-                await self._cleanup(state, spec, control, owned, lease, log)
+                if state.report is None:
+                    await self._abandon(state, control)
+                anyio.notify_closing(control)
+                control.close()
+                for fd in owned:
+                    anyio.notify_closing(fd)
+                    os.close(fd)
+                if state.report is not None and self._background is not None:
+                    self._background.start_soon(self._release, state, spec, lease, log)
+                else:
+                    await self._release(state, spec, lease, log)
 
     async def _follow(self, control: socket.socket, state: _RunState, spec: RunSpec) -> None:
         """Read the control socket until the proxy's report, killing it past the backstop."""
@@ -393,45 +412,44 @@ class Supervisor:
         except OSError:
             pass
 
-    async def _cleanup(
-        self,
-        state: _RunState,
-        spec: RunSpec,
-        control: socket.socket,
-        owned: list[int],
-        lease: UidLease,
-        log: Any,
-    ) -> None:
-        """Kill, reap, remove the cgroup, release the uid: on every path."""
+    async def _abandon(self, state: _RunState, control: socket.socket) -> None:
+        """A run without a report (cancelled or failed): make sure its proxy dies."""
+        if state.pidfd is None:
+            # Cancelled before the launcher answered: wait for the pidfd so the
+            # proxy can be killed rather than left to run.
+            with anyio.move_on_after(10):
+                while state.pidfd is None:
+                    await anyio.wait_readable(control)
+                    try:
+                        data, fds, _, _ = socket.recv_fds(control, 4096, 4)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        break
+                    if pickle.loads(data)[0] == "spawned":
+                        state.pidfd = fds[0]
+                    else:
+                        for fd in fds:
+                            os.close(fd)
+        self._kill(state, "run abandoned (cancelled or failed)")
+
+    async def _release(self, state: _RunState, spec: RunSpec, lease: UidLease, log: Any) -> None:
+        """Wait for the proxy to exit, remove the cgroup, then free the uid.
+
+        After a report this runs in the background (the result is already
+        returned): the proxy has killed and reaped every process of the run,
+        and its own exit only tears down namespaces. Without a report it runs
+        inline. Either way the uid is freed only once the cgroup is gone.
+        """
         try:
-            if state.report is None:
-                if state.pidfd is None:
-                    # Cancelled before the launcher answered: wait for the pidfd so
-                    # the proxy can be killed rather than left to run.
+            with anyio.CancelScope(shield=True):
+                if state.pidfd is not None:
                     with anyio.move_on_after(10):
-                        while state.pidfd is None:
-                            await anyio.wait_readable(control)
-                            try:
-                                data, fds, _, _ = socket.recv_fds(control, 4096, 4)
-                            except BlockingIOError:
-                                continue
-                            if not data:
-                                break
-                            if pickle.loads(data)[0] == "spawned":
-                                state.pidfd = fds[0]
-                            else:
-                                for fd in fds:
-                                    os.close(fd)
-                self._kill(state, "run abandoned (cancelled or failed)")
-            if state.pidfd is not None:
-                with anyio.move_on_after(10):
-                    await anyio.wait_readable(state.pidfd)
-            if state.report is None or not state.report.cgroup_removed:
+                        await anyio.wait_readable(state.pidfd)
                 assert self._cgroups is not None
                 await anyio.to_thread.run_sync(self._cgroups.remove_stale, spec.cgroup_name)
         except Exception:
             log.exception("cleanup failed; the uid stays locked until the next sweep")
-            raise
         else:
             lease.release()
         finally:
@@ -439,11 +457,7 @@ class Supervisor:
             if state.pidfd is not None:
                 anyio.notify_closing(state.pidfd)
                 os.close(state.pidfd)
-            anyio.notify_closing(control)
-            control.close()
-            for fd in owned:
-                anyio.notify_closing(fd)
-                os.close(fd)
+                state.pidfd = None
 
 
 def _stdin_fd(data: bytes) -> int:

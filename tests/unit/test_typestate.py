@@ -13,12 +13,12 @@ from rustbox._sandbox import _chain
 HEADER = """\
 from rustbox._host import Cgroup
 from rustbox._sandbox._chain import enter_namespaces
-from rustbox._sandbox._spec import RunSpec
+from rustbox._sandbox._spec import BaseTree, RunSpec
 """
 
 GOOD = """
 private = enter_namespaces().make_mounts_private()
-rooted = private.build_root(spec)
+rooted = private.prepare_root(base).build_root(spec)
 attached = rooted.attach_cgroup(cgroup)
 hygienic = attached.apply_hygiene([0, 1, 2], 3)
 locked = hygienic.drop_credentials().lock_privileges()
@@ -27,27 +27,30 @@ locked.install_seccomp().exec(lambda timings, controls: None)
 
 MISORDERED = {
     "exec before seccomp": """
-rooted = enter_namespaces().make_mounts_private().build_root(spec)
+rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
 hygienic = rooted.attach_cgroup(cgroup).apply_hygiene([0, 1, 2], 3)
 hygienic.drop_credentials().lock_privileges().exec(lambda timings, controls: None)
 """,
     "root before private mounts": """
-rooted = enter_namespaces().build_root(spec)
+rooted = enter_namespaces().prepare_root(base)
+""",
+    "run root before the shared root": """
+rooted = enter_namespaces().make_mounts_private().build_root(spec)
 """,
     "credentials before hygiene": """
-rooted = enter_namespaces().make_mounts_private().build_root(spec)
+rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
 rooted.attach_cgroup(cgroup).drop_credentials()
 """,
     "seccomp before dropping privileges": """
-rooted = enter_namespaces().make_mounts_private().build_root(spec)
+rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
 rooted.attach_cgroup(cgroup).apply_hygiene([0, 1, 2], 3).drop_credentials().install_seccomp()
 """,
     "exec straight from the root": """
-rooted = enter_namespaces().make_mounts_private().build_root(spec)
+rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
 rooted.exec(lambda timings, controls: None)
 """,
     "cgroup skipped": """
-rooted = enter_namespaces().make_mounts_private().build_root(spec)
+rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
 rooted.apply_hygiene([0, 1, 2], 3)
 """,
 }
@@ -59,7 +62,11 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     lines = HEADER.splitlines()
     spans: dict[str, tuple[int, int]] = {}
     for name, body in [("good", GOOD), *MISORDERED.items()]:
-        lines += ["", "", f"def snippet_{len(spans)}(spec: RunSpec, cgroup: Cgroup) -> None:"]
+        lines += [
+            "",
+            "",
+            f"def snippet_{len(spans)}(spec: RunSpec, base: BaseTree, cgroup: Cgroup) -> None:",
+        ]
         start = len(lines) + 1
         lines += ["    " + line for line in body.strip().splitlines()]
         spans[name] = (start, len(lines))
