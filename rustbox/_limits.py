@@ -29,6 +29,12 @@ _UNITS = {
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 MiB = 1 << 20
+#: Beyond this the kernel's limit files and rlimits overflow (they are signed 64-bit).
+MAX_SIZE = 1 << 62
+#: pids.max and RLIMIT_NPROC beyond the kernel's PID_MAX_LIMIT are refused.
+PID_MAX_LIMIT = 1 << 22
+#: RLIMIT_NOFILE cannot exceed fs.nr_open (1048576 unless an operator raised it).
+NR_OPEN_DEFAULT = 1 << 20
 
 
 def parse_size(value: object, field: str = "size") -> int:
@@ -49,11 +55,20 @@ def parse_size(value: object, field: str = "size") -> int:
         unit = match.group(2).upper() if match else ""
         if match is None or unit not in _UNITS:
             raise InvalidInput(field, f"cannot parse size {value!r} (use e.g. '256M', '1G')")
-        size = int(float(match.group(1)) * _UNITS[unit])
+        number = match.group(1)
+        if "." in number:
+            scaled = float(number) * _UNITS[unit]
+            if not math.isfinite(scaled):
+                raise InvalidInput(field, f"size {value!r} is too large")
+            size = int(scaled)
+        else:
+            size = int(number) * _UNITS[unit]
     else:
         raise InvalidInput(field, f"expected a size such as '256M', got {type(value).__name__}")
     if size <= 0:
         raise InvalidInput(field, f"must be positive, got {value!r}")
+    if size > MAX_SIZE:
+        raise InvalidInput(field, f"size {value!r} is too large (at most {MAX_SIZE} bytes)")
     return size
 
 
@@ -70,8 +85,8 @@ def parse_seconds(value: object, field: str) -> float:
     return seconds
 
 
-def parse_count(value: object, field: str) -> int:
-    """Parse a positive whole number (an int or a string of digits)."""
+def parse_count(value: object, field: str, maximum: int = 1 << 31) -> int:
+    """Parse a positive whole number (an int or a string of digits) up to ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise InvalidInput(field, f"expected a whole number, got {value!r}")
     try:
@@ -80,6 +95,8 @@ def parse_count(value: object, field: str) -> int:
         raise InvalidInput(field, f"expected a whole number, got {value!r}") from None
     if count <= 0:
         raise InvalidInput(field, f"must be positive, got {value!r}")
+    if count > maximum:
+        raise InvalidInput(field, f"{count} is above the kernel's maximum of {maximum}")
     return count
 
 
@@ -98,7 +115,7 @@ def _wall_time(v: float | str) -> float:
 
 
 def _processes(v: int | str) -> int:
-    return parse_count(v, "processes")
+    return parse_count(v, "processes", PID_MAX_LIMIT)
 
 
 def _stdout_max(v: int | str) -> int:
@@ -114,7 +131,7 @@ def _file_size(v: int | str) -> int:
 
 
 def _open_files(v: int | str) -> int:
-    return parse_count(v, "open_files")
+    return parse_count(v, "open_files", NR_OPEN_DEFAULT)
 
 
 def _stack(v: int | str) -> int:

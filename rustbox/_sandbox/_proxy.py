@@ -172,7 +172,10 @@ def _supervise(run: _Run, cgroup: Cgroup, pid: int) -> tuple[int, resource.struc
                 if fd == pidfd:
                     _, status, rusage = os.wait4(pid, 0)
                     return status, rusage
-                message = run.control.recv(4096)
+                try:
+                    message = run.control.recv(4096)
+                except ConnectionResetError:
+                    message = b""
                 if not message:  # the supervisor is gone; nobody wants the result
                     run.kill_all("supervisor", "control socket closed")
                     poller.unregister(run.control.fileno())
@@ -319,7 +322,7 @@ def _answer(
             assert prepared is not None
             cgroup, report = _serve(spec, control, stdio, prepared)
         except SandboxSetupError as exc:
-            report = _error_report(exc.stage, exc.detail)
+            report = ProxyReport.failed(exc.stage, exc.detail)
         fd = to_memfd(report, "rustbox-report")
         _send(control, ("done",), [fd])  # the result first; tidying up is off its path
         if cgroup is not None:
@@ -328,27 +331,8 @@ def _answer(
     except BaseException:
         try:
             detail = traceback.format_exc(limit=8)
-            fd = to_memfd(_error_report("proxy", detail), "rustbox-report")
+            fd = to_memfd(ProxyReport.failed("proxy", detail), "rustbox-report")
             _send(control, ("done",), [fd])
         except BaseException:
             pass
         return 1
-
-
-def _error_report(stage: str, detail: str) -> ProxyReport:
-    return ProxyReport(
-        error_stage=stage,
-        error=detail,
-        wait_status=None,
-        rusage_user=0.0,
-        rusage_sys=0.0,
-        rusage_maxrss=0,
-        stats=None,
-        kill_reason=None,
-        actions=(),
-        setup=(),
-        wall_time=0.0,
-        files=(),
-        missing_files=(),
-        controls=(),
-    )

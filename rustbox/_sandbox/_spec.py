@@ -77,6 +77,26 @@ class ProxyReport:
     missing_files: tuple[str, ...]
     controls: tuple[str, ...]
 
+    @classmethod
+    def failed(cls, stage: str, detail: str) -> ProxyReport:
+        """The report of a run whose sandbox could not be built or was lost."""
+        return cls(
+            error_stage=stage,
+            error=detail,
+            wait_status=None,
+            rusage_user=0.0,
+            rusage_sys=0.0,
+            rusage_maxrss=0,
+            stats=None,
+            kill_reason=None,
+            actions=(),
+            setup=(),
+            wall_time=0.0,
+            files=(),
+            missing_files=(),
+            controls=(),
+        )
+
 
 def to_memfd(obj: Any, name: str) -> int:
     """Pickle ``obj`` into a sealed-size memfd positioned at 0; returns the fd."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import sys
@@ -90,8 +91,6 @@ class LauncherClient:
     def alive(self) -> bool:
         if self._closed:
             return False
-        import select
-
         return not select.select([self._pidfd], [], [], 0)[0]
 
     async def submit(self, run_id: str, fds: list[int]) -> None:

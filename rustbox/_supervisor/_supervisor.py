@@ -21,12 +21,13 @@ import structlog
 
 from rustbox import _sys
 from rustbox._errors import HostUnsupported, InvalidInput, LauncherDied, RustboxError
-from rustbox._host import CgroupTree, UidLease, UidPool
+from rustbox._host import CgroupTree, UidLease, UidPool, UidPoolExhausted
 from rustbox._limits import Limits
 from rustbox._result import Action, Result, StreamReport
 from rustbox._sandbox._spec import (
     DEFAULT_READONLY_BINDS,
     BaseTree,
+    FileSpec,
     ProxyReport,
     RunSpec,
     from_memfd,
@@ -71,6 +72,7 @@ class _Stream:
         self.size = 0
         self.seen = 0
         self.eof = False
+        self.kill_requested = False
 
     @property
     def data(self) -> bytes:
@@ -85,7 +87,7 @@ class _Stream:
 class _RunState:
     def __init__(self) -> None:
         self.pidfd: int | None = None
-        self.spawned = anyio.Event()
+        self.closing = False  #: the Supervisor is closing: kill on sight
         self.started_at: float | None = None
         self.report: ProxyReport | None = None
         self.proxy_gone = False
@@ -126,6 +128,8 @@ class Supervisor:
     _active: set[_RunState] = attrs.field(factory=set, init=False)
     _open: bool = attrs.field(default=False, init=False)
     _background: anyio.abc.TaskGroup | None = attrs.field(default=None, init=False)
+    _releasing: int = attrs.field(default=0, init=False)
+    _released: anyio.Event = attrs.field(factory=anyio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
@@ -170,14 +174,22 @@ class Supervisor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Kill every run still in flight, finish every cleanup, stop the launcher."""
+        """Kill every run still in flight, finish every cleanup, stop the launcher.
+
+        Runs started from tasks outside the block are killed too, and this waits
+        (up to a minute) until each has removed its cgroup and freed its uid.
+        """
         self._open = False
         for state in list(self._active):
+            state.closing = True
             self._kill(state, "supervisor closing")
         try:
             if self._background is not None:
                 background, self._background = self._background, None
                 await background.__aexit__(None, None, None)  # waits for pending cleanups
+            with anyio.CancelScope(shield=True), anyio.move_on_after(60):
+                while self._active:
+                    await self._released.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 if self._launcher is not None:
@@ -257,24 +269,53 @@ class Supervisor:
         cwd = _inputs.cwd_path(cwd)
         data = _inputs.stdin_bytes(stdin, self.max_stdin)
         _inputs.check_command(argv, env_items, file_specs, self.readonly_binds, cwd)
-        assert self._limiter is not None and self._cgroups is not None
+        assert self._limiter is not None
         async with self._limiter:
-            lease = self.uid_pool.acquire()
-            spec = RunSpec(
-                run_id=uuid.uuid4().hex[:16],
-                argv=argv,
-                env=env_items,
-                cwd=cwd,
-                files=file_specs,
-                collect=collect_paths,
-                limits=limits,
-                uid=lease.uid,
-                gid=lease.gid,
-                cgroups=self._cgroups,
-                cgroup_name=f"u{lease.uid}",
-                seccomp_program=self._seccomp,
-            )
+            if not self._open:
+                raise RustboxError("the Supervisor was closed while this run waited for a slot")
+            lease = await self._acquire_uid()
+            try:
+                spec = self._spec(argv, env_items, cwd, file_specs, collect_paths, limits, lease)
+            except BaseException:
+                lease.release()
+                raise
             return await self._run(spec, data, lease)
+
+    async def _acquire_uid(self) -> UidLease:
+        """A free uid; if none, wait for this supervisor's pending cleanups to free one."""
+        while True:
+            try:
+                return self.uid_pool.acquire()
+            except UidPoolExhausted:
+                if not self._releasing:
+                    raise
+                await self._released.wait()
+
+    def _spec(
+        self,
+        argv: tuple[str, ...],
+        env: tuple[tuple[str, str], ...],
+        cwd: str,
+        files: tuple[FileSpec, ...],
+        collect: tuple[str, ...],
+        limits: Limits,
+        lease: UidLease,
+    ) -> RunSpec:
+        assert self._cgroups is not None
+        return RunSpec(
+            run_id=uuid.uuid4().hex[:16],
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            files=files,
+            collect=collect,
+            limits=limits,
+            uid=lease.uid,
+            gid=lease.gid,
+            cgroups=self._cgroups,
+            cgroup_name=f"u{lease.uid}",
+            seccomp_program=self._seccomp,
+        )
 
     async def _run(self, spec: RunSpec, stdin: bytes, lease: UidLease) -> Result:
         log = self.logger.bind(run_id=spec.run_id, uid=spec.uid)
@@ -304,10 +345,17 @@ class Supervisor:
                         os.close(fd)
                 control_child.close()
             log.debug("submitted")
+            failure: RustboxError | None = None
             async with anyio.create_task_group() as tg:
                 for stream in streams:
                     tg.start_soon(self._drain, stream, control, state)
-                await self._follow(control, state, spec)
+                try:
+                    await self._follow(control, state, spec)
+                except RustboxError as exc:  # raised as itself, not in an ExceptionGroup
+                    failure = exc
+                    tg.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
             report = state.report
             assert report is not None
             result = build_result(
@@ -336,9 +384,10 @@ class Supervisor:
                     anyio.notify_closing(fd)
                     os.close(fd)
                 if state.report is not None and self._background is not None:
+                    self._releasing += 1
                     self._background.start_soon(self._release, state, spec, lease, log)
                 else:
-                    await self._release(state, spec, lease, log)
+                    await self._release(state, spec, lease, log, background=False)
 
     async def _follow(self, control: socket.socket, state: _RunState, spec: RunSpec) -> None:
         """Read the control socket until the proxy's report, killing it past the backstop."""
@@ -347,26 +396,33 @@ class Supervisor:
             with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
                 await anyio.wait_readable(control)
             if scope.cancelled_caught:
+                if state.proxy_gone:
+                    raise RustboxError("the sandbox proxy did not stop after SIGKILL")
                 why = "setup deadline" if state.started_at is None else "wall backstop"
                 self._kill(state, f"proxy unresponsive ({why})")
                 deadline = time.monotonic() + 5.0
-                if state.proxy_gone:
-                    raise RustboxError("the sandbox proxy did not stop after SIGKILL")
                 state.proxy_gone = True
                 continue
             try:
                 data, fds, _, _ = socket.recv_fds(control, 4096, 4)
-            except BlockingIOError:
+            except (BlockingIOError, ConnectionResetError):
+                # ECONNRESET: the proxy closed with our kill request unread. The
+                # error is reported once, ahead of what it already sent: read on.
                 continue
             if not data:
                 for fd in fds:
                     os.close(fd)
-                raise RustboxError("the sandbox proxy exited without a report (see the launcher)")
+                if state.closing:
+                    raise RustboxError("the Supervisor was closed while this run was in flight")
+                why = "killed by the supervisor" if state.proxy_gone else "died unexpectedly"
+                state.report = ProxyReport.failed("proxy", f"the proxy {why} without a report")
+                return
             message = pickle.loads(data)
             kind = message[0]
             if kind == "spawned":
                 state.pidfd = fds[0]
-                state.spawned.set()
+                if state.closing:
+                    self._kill(state, "supervisor closing")
             elif kind == "started":
                 state.started_at = time.monotonic()
                 deadline = state.started_at + spec.limits.wall_time + BACKSTOP_GRACE
@@ -394,8 +450,8 @@ class Supervisor:
                 kept = chunk[:room]
                 stream.chunks.append(kept)
                 stream.size += len(kept)
-            if stream.seen > stream.cap and not getattr(stream, "_asked", False):
-                stream._asked = True  # type: ignore[attr-defined]
+            if stream.seen > stream.cap and not stream.kill_requested:
+                stream.kill_requested = True
                 reason = f"{stream.name} exceeded {stream.cap} bytes"
                 state.act("ask proxy to kill", reason)
                 try:
@@ -422,7 +478,7 @@ class Supervisor:
                     await anyio.wait_readable(control)
                     try:
                         data, fds, _, _ = socket.recv_fds(control, 4096, 4)
-                    except BlockingIOError:
+                    except (BlockingIOError, ConnectionResetError):
                         continue
                     if not data:
                         break
@@ -433,7 +489,9 @@ class Supervisor:
                             os.close(fd)
         self._kill(state, "run abandoned (cancelled or failed)")
 
-    async def _release(self, state: _RunState, spec: RunSpec, lease: UidLease, log: Any) -> None:
+    async def _release(
+        self, state: _RunState, spec: RunSpec, lease: UidLease, log: Any, background: bool = True
+    ) -> None:
         """Wait for the proxy to exit, remove the cgroup, then free the uid.
 
         After a report this runs in the background (the result is already
@@ -454,6 +512,10 @@ class Supervisor:
             lease.release()
         finally:
             self._active.discard(state)
+            if background:
+                self._releasing -= 1
+            self._released.set()
+            self._released = anyio.Event()
             if state.pidfd is not None:
                 anyio.notify_closing(state.pidfd)
                 os.close(state.pidfd)

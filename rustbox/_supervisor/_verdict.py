@@ -21,7 +21,7 @@ def _exit_and_signal(wait_status: int | None) -> tuple[int | None, int | None]:
 
 
 def classify(
-    report: ProxyReport, exit_code: int | None, sig: int | None
+    report: ProxyReport, exit_code: int | None, sig: int | None, output_over_cap: bool = False
 ) -> tuple[Status, str | None]:
     """The verdict and, for TLE, which clock ran out.
 
@@ -33,8 +33,8 @@ def classify(
     stats = report.stats
     if stats is not None and stats.oom_kills > 0:
         return Status.MLE, None
-    if report.kill_reason == "output":
-        return Status.OLE, None
+    if report.kill_reason == "output" or output_over_cap:
+        return Status.OLE, None  # over the cap, whether or not the kill came in time
     if report.kill_reason == "cpu" or sig == signal.SIGXCPU:
         return Status.TLE, "cpu"
     if report.kill_reason == "wall":
@@ -67,7 +67,8 @@ def build_result(
     mode: str,
 ) -> Result:
     exit_code, sig = _exit_and_signal(report.wait_status)
-    status, tle = classify(report, exit_code, sig)
+    over_cap = stdout_report.truncated or stderr_report.truncated
+    status, tle = classify(report, exit_code, sig, over_cap)
     stats = report.stats
     figures = None
     if stats is not None:
