@@ -16,6 +16,7 @@ from rustbox._errors import (
     SandboxSetupError,
     SyscallError,
 )
+from rustbox._host import UidPool, UidPoolExhausted
 from rustbox._limits import Limits, parse_size
 from rustbox._result import Action, CgroupFigures, Evidence, Result, Status, StreamReport
 from rustbox._supervisor import File, Supervisor, run
@@ -39,6 +40,8 @@ __all__ = [
     "StreamReport",
     "Supervisor",
     "SyscallError",
+    "UidPool",
+    "UidPoolExhausted",
     "__version__",
     "parse_size",
     "run",

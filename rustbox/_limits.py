@@ -156,7 +156,10 @@ def _tmp_size(v: int | str) -> int:
 
 @attrs.frozen(kw_only=True)
 class Limits:
-    """What one run may consume. Every figure is enforced by the kernel.
+    """What one run may consume.
+
+    The kernel enforces every figure (cgroup, rlimit or tmpfs size) except the
+    output caps, which the supervisor enforces as it reads the pipes.
 
     Sizes accept ints (bytes) or strings such as ``"256M"``; times are seconds.
     ``cpu_time`` is enforced (the run is killed), not throttled.

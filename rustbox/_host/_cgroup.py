@@ -619,7 +619,7 @@ class CgroupTree:
         _check_component("cgroup name", name)
         return Cgroup._open(name, self.version, self._parents, self._kill_mode, partial=partial)
 
-    def _check_swap(self) -> None:
+    def check_swap(self) -> None:
         """Strict: without a swap limit, the memory limit only holds if there is no swap."""
         if self._swap_file is not None or "memory" not in self.controllers:
             return
@@ -640,7 +640,7 @@ class CgroupTree:
         first. On any failure, whatever was created is removed again.
         """
         _check_component("cgroup name", name)
-        self._check_swap()
+        self.check_swap()
         self.remove_stale(name)
         made: list[Path] = []
         group: Cgroup | None = None

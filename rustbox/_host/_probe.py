@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from rustbox import _sys
 from rustbox._errors import HostUnsupported
 from rustbox._host._cgroup import CgroupTree
 from rustbox._host._uidpool import UidPool
@@ -130,7 +131,9 @@ def probe_host(
         missing.append("root: rustbox must run as root (euid 0)")
     cgroup: dict[str, Any] | None = None
     try:
-        cgroup = CgroupTree.detect(cgroup_mount, cgroup_parent).describe()
+        tree = CgroupTree.detect(cgroup_mount, cgroup_parent)
+        cgroup = tree.describe()
+        tree.check_swap()
     except HostUnsupported as exc:
         missing.extend(exc.missing)
     except OSError as exc:
@@ -140,6 +143,10 @@ def probe_host(
     seccomp, seccomp_missing = _seccomp_status()
     if seccomp_missing:
         missing.append(seccomp_missing)
+    try:
+        _sys.close_range(0x7FFFFFF0, 0x7FFFFFFF)  # closes nothing; ENOSYS before Linux 5.9
+    except OSError as exc:
+        missing.append(f"close_range: unavailable ({exc}); Linux >= 5.9 needed")
     try:
         os.close(os.pidfd_open(os.getpid()))
         pidfd = "available"

@@ -9,6 +9,7 @@ the namespace, so no process of the run can outlive it.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import resource
@@ -65,14 +66,17 @@ def _send(
 
 def _payload(rooted: _chain.Rooted, cgroup: Cgroup, stdio: list[int], setup_w: int) -> NoReturn:
     """The forked payload: stages 4-9, then exec. Reports failures on the setup fd."""
-    report_fd = setup_w
 
     def report(message: tuple[object, ...]) -> None:
+        # Hygiene moves the setup pipe to SETUP_FD and closes the original, so
+        # a failure late in that stage finds it there.
         data = pickle.dumps(message)
-        try:
-            os.write(report_fd, data)
-        except OSError:
-            pass
+        for fd in (setup_w, _chain.SETUP_FD):
+            try:
+                os.write(fd, data)
+                return
+            except OSError:
+                continue
 
     def before_exec(timings: list[tuple[str, float]], controls: list[str]) -> None:
         report(("ok", timings, controls))
@@ -80,7 +84,6 @@ def _payload(rooted: _chain.Rooted, cgroup: Cgroup, stdio: list[int], setup_w: i
     try:
         attached = rooted.attach_cgroup(cgroup)
         hygienic = attached.apply_hygiene(stdio, setup_w)
-        report_fd = _chain.SETUP_FD
         credentialed = hygienic.drop_credentials()
         locked = credentialed.lock_privileges()
         filtered = locked.install_seccomp()
@@ -94,16 +97,21 @@ def _payload(rooted: _chain.Rooted, cgroup: Cgroup, stdio: list[int], setup_w: i
 
 
 def _read_setup(fd: int) -> tuple[Any, ...] | None:
+    """The payload's last word before exec: ("ok", ...) or ("error", stage, detail).
+
+    An exec that fails after "ok" was sent adds an error, so the last message wins.
+    """
     chunks = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             break
         chunks.append(chunk)
-    if not chunks:
-        return None
-    message = pickle.loads(b"".join(chunks))
-    assert isinstance(message, tuple)
+    stream = io.BytesIO(b"".join(chunks))
+    message = None
+    while stream.tell() < len(stream.getbuffer()):
+        message = pickle.load(stream)
+    assert message is None or isinstance(message, tuple)
     return message
 
 
@@ -192,12 +200,12 @@ def _serve(
 ) -> tuple[Cgroup, ProxyReport]:
     """Run the payload; the caller sends the report, then removes the cgroup."""
     run = _Run(spec, control)
-    prepared.timings.resume()
     t1 = time.perf_counter()
     cgroup = spec.cgroups.create(
         spec.cgroup_name, CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes)
     )
     cgroup_ms = (time.perf_counter() - t1) * 1000
+    prepared.timings.resume()
     try:
         rooted = prepared.build_root(spec)
         setup_r, setup_w = os.pipe()

@@ -59,6 +59,11 @@ def files_spec(
         executable = False
         if isinstance(value, File):
             data, executable = value.data, value.executable
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InvalidInput(
+                    f"files[{name!r}]", f"File.data must be bytes, got {type(data).__name__}"
+                )
+            data = bytes(data)
         elif isinstance(value, str):
             data = value.encode()
         elif isinstance(value, (bytes, bytearray, memoryview)):
@@ -139,6 +144,28 @@ def _visible(path: str, binds: Iterable[str]) -> bool:
         if real == root or real.startswith(root.rstrip("/") + "/"):
             return True
     return False
+
+
+def check_cwd(cwd: str, files: tuple[FileSpec, ...], binds: tuple[str, ...]) -> None:
+    """The working directory must exist inside the sandbox when the program starts."""
+    if cwd in ("/box", "/tmp"):
+        return
+    if cwd.startswith("/box/"):
+        made = {"/box/" + f.path.rsplit("/", 1)[0] for f in files if "/" in f.path}
+        prefixes = {p for d in made for p in _parents(d)}
+        if cwd in prefixes:
+            return
+        raise InvalidInput("cwd", f"{cwd!r} does not exist in /box (no file in files is under it)")
+    if not (_visible(cwd, binds) and os.path.isdir(cwd)):
+        raise InvalidInput("cwd", f"{cwd!r} is not a directory inside the sandbox")
+
+
+def _parents(path: str) -> list[str]:
+    out = []
+    while path not in ("/box", "/", ""):
+        out.append(path)
+        path = posixpath.dirname(path)
+    return out
 
 
 def check_command(

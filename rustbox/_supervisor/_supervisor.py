@@ -147,6 +147,7 @@ class Supervisor:
             )
         try:
             self._cgroups = CgroupTree.detect(self.cgroup_mount, self.cgroup_parent)
+            self._cgroups.check_swap()
         except HostUnsupported as exc:
             missing.extend(exc.missing)
         except OSError as exc:
@@ -155,15 +156,18 @@ class Supervisor:
             self._seccomp = _sys.build_filter()
         except HostUnsupported as exc:
             missing.extend(exc.missing)
+        try:
+            os.makedirs(ROOT_DIR, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            missing.append(f"{ROOT_DIR}: cannot create the sandbox mount point: {exc.strerror}")
         if missing:
             raise HostUnsupported(missing)
-        os.makedirs(ROOT_DIR, mode=0o700, exist_ok=True)
         self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         await anyio.to_thread.run_sync(self.sweep)
+        self._launcher = await LauncherClient.start(self._warm_count(), self._base())
         background = anyio.create_task_group()
         await background.__aenter__()
         self._background = background
-        self._launcher = await LauncherClient.start(self._warm_count(), self._base())
         self._open = True
         self.logger.debug("supervisor started", launcher=self._launcher.pid)
         return self
@@ -268,6 +272,7 @@ class Supervisor:
         collect_paths = tuple(_inputs.box_path(p, f"collect[{i}]") for i, p in enumerate(collect))
         cwd = _inputs.cwd_path(cwd)
         data = _inputs.stdin_bytes(stdin, self.max_stdin)
+        _inputs.check_cwd(cwd, file_specs, self.readonly_binds)
         _inputs.check_command(argv, env_items, file_specs, self.readonly_binds, cwd)
         assert self._limiter is not None
         async with self._limiter:
@@ -397,7 +402,7 @@ class Supervisor:
                 await anyio.wait_readable(control)
             if scope.cancelled_caught:
                 if state.proxy_gone:
-                    raise RustboxError("the sandbox proxy did not stop after SIGKILL")
+                    raise RustboxError("the sandbox proxy neither reported nor exited in time")
                 why = "setup deadline" if state.started_at is None else "wall backstop"
                 self._kill(state, f"proxy unresponsive ({why})")
                 deadline = time.monotonic() + 5.0
@@ -414,7 +419,7 @@ class Supervisor:
                     os.close(fd)
                 if state.closing:
                     raise RustboxError("the Supervisor was closed while this run was in flight")
-                why = "killed by the supervisor" if state.proxy_gone else "died unexpectedly"
+                why = "was killed by the supervisor" if state.proxy_gone else "died"
                 state.report = ProxyReport.failed("proxy", f"the proxy {why} without a report")
                 return
             message = pickle.loads(data)
@@ -507,7 +512,7 @@ class Supervisor:
                 assert self._cgroups is not None
                 await anyio.to_thread.run_sync(self._cgroups.remove_stale, spec.cgroup_name)
         except Exception:
-            log.exception("cleanup failed; the uid stays locked until the next sweep")
+            log.exception("cleanup failed; the uid stays locked while this process lives")
         else:
             lease.release()
         finally:

@@ -21,7 +21,11 @@ def _exit_and_signal(wait_status: int | None) -> tuple[int | None, int | None]:
 
 
 def classify(
-    report: ProxyReport, exit_code: int | None, sig: int | None, output_over_cap: bool = False
+    report: ProxyReport,
+    exit_code: int | None,
+    sig: int | None,
+    output_over_cap: bool = False,
+    memory_limit: int | None = None,
 ) -> tuple[Status, str | None]:
     """The verdict and, for TLE, which clock ran out.
 
@@ -33,6 +37,14 @@ def classify(
     stats = report.stats
     if stats is not None and stats.oom_kills > 0:
         return Status.MLE, None
+    if (
+        sig == signal.SIGKILL
+        and report.kill_reason is None
+        and stats is not None
+        and memory_limit is not None
+        and (stats.memory_peak or 0) >= memory_limit
+    ):
+        return Status.MLE, None  # killed at the limit though the OOM counter missed it
     if report.kill_reason == "output" or output_over_cap:
         return Status.OLE, None  # over the cap, whether or not the kill came in time
     if report.kill_reason == "cpu" or sig == signal.SIGXCPU:
@@ -68,7 +80,7 @@ def build_result(
 ) -> Result:
     exit_code, sig = _exit_and_signal(report.wait_status)
     over_cap = stdout_report.truncated or stderr_report.truncated
-    status, tle = classify(report, exit_code, sig, over_cap)
+    status, tle = classify(report, exit_code, sig, over_cap, limits.memory)
     stats = report.stats
     figures = None
     if stats is not None:
