@@ -251,6 +251,12 @@ class Cgroup:
         for d in self._dirs:
             d.write("cgroup.procs", "0")
 
+    def attach(self, pid: int) -> None:
+        """Move process ``pid`` (as the caller's PID namespace sees it) into the group."""
+        self._check_open()
+        for d in self._dirs:
+            d.write("cgroup.procs", str(pid))
+
     def cpu_usage_ns(self) -> int:
         """CPU time used by the group so far: one pread(2) on a kept fd.
 

@@ -198,7 +198,8 @@ def _readable(fd: int) -> bool:
 
 def main(argv: list[str]) -> NoReturn:
     expected_parent, pool_size = int(argv[1]), int(argv[2])
-    base = BaseTree(root_dir=argv[3], readonly_binds=tuple(argv[4:]))
+    base = pickle.loads(bytes.fromhex(argv[3]))
+    assert isinstance(base, BaseTree)
     _sys.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != expected_parent:
         os._exit(0)  # the supervisor died before PDEATHSIG was armed

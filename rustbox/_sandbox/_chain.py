@@ -4,31 +4,36 @@ Each stage is its own class, and the only way to get one is from the stage
 before it, so a misordered chain does not type-check (``tests/unit/
 test_typestate.py`` proves it with mypy) and ``exec`` exists only on the last
 stage. A runtime guard backs the types: a stage object can be advanced once,
-stages must come in order, and the constructor refuses callers without the
-module's private token.
+each stage checks that the process's last stage is its predecessor, and the
+constructors refuse callers without the module's private token.
 
 Order, and where each stage runs::
 
-    proxy (PID 1 of the run's PID namespace)
-      1 Namespaced        mount, net, ipc, uts namespaces; hostname; lo up
-      2 PrivateMounts     MS_REC|MS_PRIVATE on /, before any mount
-      3 RootPrepared      tmpfs root, read-only binds, /etc, /dev, /proc  (no run needed)
-      4 Rooted            the run's /box, /tmp, /dev/shm and identity files, pivot_root
-    payload (forked by the proxy)
-      5 CgroupAttached    the run's cgroup, before any untrusted instruction
-      6 Hygienic          signals, rlimits, umask, fds, cwd
-      7 Credentialed      setgroups([]), setresgid, setresuid, verified
-      8 Locked            capabilities zero in all five sets, NO_NEW_PRIVS
-      9 Filtered          seccomp
-     10 exec
+    warm proxy (PID 1 of the run's PID namespace), before any run exists
+      Namespaced        mount, net, ipc, uts namespaces; hostname; lo up
+      PrivateMounts     MS_REC|MS_PRIVATE on /, before any mount
+      RootPrepared      tmpfs root, read-only binds, /etc, /dev, /proc
+    ├─ template (the proxy's child, the payload-to-be), still before the run
+    │   Template        default signals, own session
+    │   Locked          bounding/ambient sets empty, only CAP_SETUID/SETGID kept,
+    │                   NO_NEW_PRIVS
+    │   Filtered        seccomp
+    └─ proxy, when the run arrives
+        Rooted          the run's /box, /tmp, /dev/shm, identity; pivot_root
+        (the proxy creates the cgroup and moves the template into it)
+    template, handed the run
+      CgroupAttached    verified: in the run's cgroup, under the run's root
+      Hygienic          rlimits, umask, fds 0-2 only, cwd
+      Credentialed      setgroups([]), setresgid, setresuid: the last two
+                        capabilities go with root; all five sets verified zero
+      exec
 
-Stages 1-3 need nothing from the run, so the launcher's warm proxies walk them
-before a run arrives.
-
-The cgroup is joined by the payload after the mount tree is built (DESIGN.md
-lists it before the root): the proxy's own Python footprint, its mount work and
-the input files then stay out of the run's memory and cpu figures, while the
-cgroup still applies before the first untrusted instruction.
+Privileges are dropped and the filter installed before the process reads a
+byte of the run (they need nothing from it but the uid, and keeping only
+CAP_SETUID/CAP_SETGID until then is enough to take it), so a run pays only for
+the stages that depend on it. The cgroup is joined after the mount tree is
+built and before the first untrusted instruction: rustbox's own set-up and
+the input files stay out of the run's memory and cpu figures.
 """
 
 from __future__ import annotations
@@ -40,41 +45,27 @@ import signal
 import stat
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 from rustbox import _sys
 from rustbox._errors import SandboxSetupError
-from rustbox._host import Cgroup
 from rustbox._limits import Limits
-from rustbox._sandbox._spec import DEFAULT_ETC_BINDS, HOSTNAME, BaseTree, RunSpec
+from rustbox._sandbox._spec import DEFAULT_ETC_BINDS, HOSTNAME, BaseTree, Order, RunSpec
 
 _TOKEN = object()
 
-#: Stage names, in order; also the keys of the setup timings.
-STAGES = (
-    "namespaces",
-    "private_mounts",
-    "base_root",
-    "root",
-    "cgroup",
-    "hygiene",
-    "credentials",
-    "privileges",
-    "seccomp",
-    "exec",
-)
-
 _NAMESPACES = _sys.CLONE_NEWNS | _sys.CLONE_NEWNET | _sys.CLONE_NEWIPC | _sys.CLONE_NEWUTS
 _BIND_RO = _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY | _sys.MS_NOSUID | _sys.MS_NODEV
-PR_SET_KEEPCAPS = 8
 SETUP_FD = 3  #: the payload reports its setup on this fd; CLOEXEC, so exec closes it
+CAP_SETGID, CAP_SETUID = 6, 7
+#: What the template keeps until the run's uid is known: only the power to become it.
+_KEPT_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)
 
 
 class _Progress:
-    """Process-wide record of how far the chain has come (the runtime guard)."""
+    """Process-wide record of the last stage reached (the runtime guard)."""
 
-    index = -1
-    pid = 0
+    stage: type[_Stage] | None = None
 
 
 class Timings:
@@ -85,7 +76,7 @@ class Timings:
         self._last = time.perf_counter()
 
     def resume(self) -> None:
-        """Start the clock again after idling (a warm proxy waiting for its run)."""
+        """Start the clock again after idling (a warm process waiting for its run)."""
         self._last = time.perf_counter()
 
     def mark(self, stage: str) -> None:
@@ -95,41 +86,31 @@ class Timings:
 
 
 class _Stage:
-    _index: int = -1
+    """One stage of the chain; it exists only once the work it names is done."""
 
-    def __init__(
-        self, token: object, spec: RunSpec | None, timings: Timings, controls: list[str]
-    ) -> None:
+    _name: ClassVar[str] = ""
+    _after: ClassVar[type[_Stage] | None] = None
+
+    def __init__(self, token: object, timings: Timings, controls: list[str]) -> None:
         if token is not _TOKEN:
-            raise SandboxSetupError(STAGES[self._index], "stages are built only by the chain")
-        if _Progress.index != self._index - 1:
-            raise SandboxSetupError(
-                STAGES[self._index],
-                f"out of order: the chain is at stage {_Progress.index + 1}, "
-                f"this is stage {self._index + 1}",
-            )
-        _Progress.index = self._index
-        _Progress.pid = os.getpid()
-        self._spec = spec
+            raise SandboxSetupError(self._name, "stages are built only by the chain")
+        if _Progress.stage is not self._after:
+            at = _Progress.stage._name if _Progress.stage else "the start"
+            raise SandboxSetupError(self._name, f"out of order: the chain is at {at}")
+        _Progress.stage = type(self)
         self._timings = timings
         self._controls = controls
         self._spent = False
-        timings.mark(STAGES[self._index])
+        timings.mark(self._name)
 
     def _step(self) -> tuple[Timings, list[str]]:
         """The runtime guard: each stage object advances once, in order."""
         if self._spent:
-            raise SandboxSetupError(STAGES[self._index], "stage already advanced")
-        if _Progress.index != self._index:
-            raise SandboxSetupError(STAGES[self._index], "the chain has moved on")
+            raise SandboxSetupError(self._name, "stage already advanced")
+        if _Progress.stage is not type(self):
+            raise SandboxSetupError(self._name, "the chain has moved on")
         self._spent = True
         return self._timings, self._controls
-
-    def _advance(self) -> tuple[RunSpec, Timings, list[str]]:
-        if self._spec is None:
-            raise SandboxSetupError(STAGES[self._index], "no run specification")
-        timings, controls = self._step()
-        return self._spec, timings, controls
 
     @property
     def controls(self) -> list[str]:
@@ -148,9 +129,8 @@ def _failing(stage: str) -> Callable[[BaseException], SandboxSetupError]:
 
 
 def reset_progress() -> None:
-    """Forget the chain's progress (the launcher calls this before each proxy)."""
-    _Progress.index = -1
-    _Progress.pid = 0
+    """Forget the chain's progress (a new proxy starts from the beginning)."""
+    _Progress.stage = None
 
 
 def enter_namespaces() -> Namespaced:
@@ -159,7 +139,7 @@ def enter_namespaces() -> Namespaced:
     Stages 1 and 2 need nothing from the run, so a warm proxy walks them
     before its run arrives.
     """
-    if _Progress.index != -1:
+    if _Progress.stage is not None:
         raise SandboxSetupError("namespaces", "the chain was already started in this process")
     if os.getpid() != 1:
         raise SandboxSetupError(
@@ -177,11 +157,11 @@ def enter_namespaces() -> Namespaced:
         f"hostname: {HOSTNAME}",
         "network: loopback only",
     ]
-    return Namespaced(_TOKEN, None, timings, controls)
+    return Namespaced(_TOKEN, timings, controls)
 
 
 class Namespaced(_Stage):
-    _index = 0
+    _name = "namespaces"
 
     def make_mounts_private(self) -> PrivateMounts:
         """Stage 2: nothing mounted from here on propagates to the host."""
@@ -191,7 +171,7 @@ class Namespaced(_Stage):
         except OSError as exc:
             raise _failing("private_mounts")(exc) from exc
         controls.append("mount propagation: private (recursive)")
-        return PrivateMounts(_TOKEN, None, timings, controls)
+        return PrivateMounts(_TOKEN, timings, controls)
 
 
 def _bind_readonly(source: str, target: str) -> None:
@@ -318,7 +298,8 @@ def _mount_proc(root: str) -> str:
 
 
 class PrivateMounts(_Stage):
-    _index = 1
+    _name = "private_mounts"
+    _after = Namespaced
 
     def prepare_root(self, base: BaseTree) -> RootPrepared:
         """Stage 3: the part of the new root every run shares; nothing from the run yet."""
@@ -353,25 +334,24 @@ class PrivateMounts(_Stage):
             proc_control,
             "/sys: absent",
         ]
-        return RootPrepared(_TOKEN, None, timings, controls, base)
+        return RootPrepared(_TOKEN, timings, controls, base)
 
 
 class RootPrepared(_Stage):
-    _index = 2
+    """Where the chain forks: the proxy goes on to build the run's root, its
+    child (the template, the future payload) goes on to drop privileges."""
+
+    _name = "base_root"
+    _after = PrivateMounts
 
     def __init__(
-        self,
-        token: object,
-        spec: RunSpec | None,
-        timings: Timings,
-        controls: list[str],
-        base: BaseTree,
+        self, token: object, timings: Timings, controls: list[str], base: BaseTree
     ) -> None:
-        super().__init__(token, spec, timings, controls)
+        super().__init__(token, timings, controls)
         self._base = base
 
     def build_root(self, spec: RunSpec) -> Rooted:
-        """Stage 4: the run's own /box, /tmp, /dev/shm and identity, then pivot_root."""
+        """Proxy, once the run is known: its /box, /tmp, /dev/shm, identity; pivot_root."""
         timings, controls = self._step()
         root = self._base.root_dir
         try:
@@ -392,24 +372,105 @@ class RootPrepared(_Stage):
             f"/box: tmpfs size={limits.box_size} inodes={limits.box_inodes} nosuid nodev",
             f"/tmp, /dev/shm: tmpfs size={limits.tmp_size} noexec nosuid nodev",
         ]
-        return Rooted(_TOKEN, spec, timings, controls)
+        return Rooted(_TOKEN, timings, controls)
+
+    def become_template(self) -> Template:
+        """In the proxy's forked child: from here on, this process is the payload-to-be."""
+        timings, controls = self._step()
+        if os.getpid() == 1:
+            raise SandboxSetupError("template", "the proxy itself cannot become the payload")
+        try:
+            for signum in range(1, signal.NSIG):
+                if signum in (signal.SIGKILL, signal.SIGSTOP):
+                    continue
+                try:
+                    signal.signal(signum, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.setsid()
+        except OSError as exc:
+            raise _failing("template")(exc) from exc
+        controls.append("signals: default dispositions, empty mask; own session")
+        return Template(_TOKEN, timings, controls)
 
 
 class Rooted(_Stage):
-    _index = 3
+    """The proxy has built and entered the run's root (the template sees it too:
+    pivot_root moves every process of the mount namespace)."""
 
-    def attach_cgroup(self, cgroup: Cgroup) -> CgroupAttached:
-        """Stage 4, in the payload: join the run's cgroup before anything untrusted runs."""
-        spec, timings, controls = self._advance()
+    _name = "root"
+    _after = RootPrepared
+
+
+class Template(_Stage):
+    _name = "template"
+    _after = RootPrepared
+
+    def lock_privileges(self) -> Locked:
+        """Every capability gone but CAP_SETUID/CAP_SETGID (to take the run's uid
+        later); bounding and ambient sets empty; NO_NEW_PRIVS."""
+        timings, controls = self._step()
         try:
-            cgroup.attach_self()
+            _sys.drop_bounding_set()
+            _sys.clear_ambient()
+            _sys.capset(_KEPT_CAPS, _KEPT_CAPS, 0)
+            _sys.set_no_new_privs()
         except OSError as exc:
-            raise _failing("cgroup")(exc) from exc
+            raise _failing("privileges")(exc) from exc
+        caps = _status_caps()
+        held = {"CapInh": 0, "CapPrm": _KEPT_CAPS, "CapEff": _KEPT_CAPS, "CapBnd": 0, "CapAmb": 0}
+        if caps != held:
+            raise SandboxSetupError("privileges", f"capabilities not as expected: {caps}")
+        controls += ["capability bounding and ambient sets: empty", "no_new_privs: 1"]
+        return Locked(_TOKEN, timings, controls)
+
+
+class Locked(_Stage):
+    _name = "privileges"
+    _after = Template
+
+    def install_seccomp(self, program: bytes) -> Filtered:
+        """The syscall filter, before any run data is read."""
+        timings, controls = self._step()
+        try:
+            _sys.install_filter(program)
+        except OSError as exc:
+            raise _failing("seccomp")(exc) from exc
+        controls.append(f"seccomp: filter of {len(program) // 8} instructions")
+        return Filtered(_TOKEN, timings, controls)
+
+
+def _in_cgroup(version: int, name: str) -> bool:
+    """Whether /proc/self/cgroup puts this process in the run's group everywhere it must."""
+    wanted = {"memory", "pids", "cpuacct"} if version == 1 else {""}
+    found = set()
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if path.endswith("/" + name):
+                found.update(controllers.split(","))
+    return wanted <= found
+
+
+class Filtered(_Stage):
+    _name = "seccomp"
+    _after = Locked
+
+    def await_run(self, order: Order) -> CgroupAttached:
+        """Take the run the proxy hands over, after checking what it promised:
+        this process is in the run's cgroup and under the run's root."""
+        timings, controls = self._step()
+        timings.resume()
+        if not _in_cgroup(order.cgroup_version, order.cgroup_name):
+            raise SandboxSetupError("cgroup", f"not in cgroup {order.cgroup_name}")
+        if os.path.exists("/sys") or not os.path.isdir("/box"):
+            raise SandboxSetupError("cgroup", "not under the sandbox root")
         controls.append(
-            f"cgroup v{spec.cgroups.version}: memory={spec.limits.memory} swap=0 "
-            f"pids={spec.limits.processes}, cpu time enforced by polling"
+            f"cgroup v{order.cgroup_version}: memory={order.limits.memory} swap=0 "
+            f"pids={order.limits.processes}, cpu time enforced by polling (verified member)"
         )
-        return CgroupAttached(_TOKEN, spec, timings, controls)
+        return CgroupAttached(_TOKEN, timings, controls, order)
 
 
 def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
@@ -432,52 +493,53 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
 
 
 class CgroupAttached(_Stage):
-    _index = 4
+    _name = "cgroup"
+    _after = Filtered
+
+    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
+        super().__init__(token, timings, controls)
+        self._order = order
 
     def apply_hygiene(self, stdio: Sequence[int], setup_fd: int) -> Hygienic:
-        """Stage 5: default signals, rlimits, umask, only fds 0-2 (+ the setup fd), cwd."""
-        spec, timings, controls = self._advance()
+        """rlimits, umask, only fds 0-2 (+ the setup fd, closed by exec), cwd."""
+        timings, controls = self._step()
+        order = self._order
         try:
-            for signum in range(1, signal.NSIG):
-                if signum in (signal.SIGKILL, signal.SIGSTOP):
-                    continue
-                try:
-                    signal.signal(signum, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target, inheritable=True)
             os.dup2(setup_fd, SETUP_FD, inheritable=False)
             _sys.close_range(SETUP_FD + 1)
-            for which, soft, hard in _rlimits(spec.limits):
+            for which, soft, hard in _rlimits(order.limits):
                 resource.setrlimit(which, (soft, hard))
             os.umask(0o022)
-            os.chdir(spec.cwd)
+            os.chdir(order.cwd)
         except OSError as exc:
             raise _failing("hygiene")(exc) from exc
-        limits = spec.limits
+        limits = order.limits
         controls += [
             f"rlimits: cpu={math.ceil(limits.cpu_time) + 1}s fsize={limits.file_size} "
             f"nofile={limits.open_files} nproc={limits.processes + 1} stack={limits.stack} "
             "core=0 memlock=0 msgqueue=0"
             + (f" as={limits.address_space}" if limits.address_space else ""),
-            "signals: default dispositions, empty mask",
             "fds: only 0, 1, 2 reach the program",
-            f"environment: built from scratch ({len(spec.env)} variables)",
+            f"environment: built from scratch ({len(order.env)} variables)",
         ]
-        return Hygienic(_TOKEN, spec, timings, controls)
+        return Hygienic(_TOKEN, timings, controls, order)
 
 
 class Hygienic(_Stage):
-    _index = 5
+    _name = "hygiene"
+    _after = CgroupAttached
+
+    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
+        super().__init__(token, timings, controls)
+        self._order = order
 
     def drop_credentials(self) -> Credentialed:
-        """Stage 6: the run's own unprivileged uid and gid, no supplementary groups."""
-        spec, timings, controls = self._advance()
-        uid, gid = spec.uid, spec.gid
+        """The run's own uid and gid, no groups; the last two capabilities go with root."""
+        timings, controls = self._step()
+        uid, gid = self._order.uid, self._order.gid
         try:
-            _sys.prctl(PR_SET_KEEPCAPS, 1)  # so stage 7 can still empty the bounding set
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
@@ -487,8 +549,15 @@ class Hygienic(_Stage):
             raise SandboxSetupError("credentials", "uid/gid did not change")
         if os.getgroups():
             raise SandboxSetupError("credentials", "supplementary groups remain")
-        controls.append(f"credentials: uid={uid} gid={gid} groups=[] (verified)")
-        return Credentialed(_TOKEN, spec, timings, controls)
+        caps = _status_caps()
+        expected = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
+        if set(caps) != expected or any(caps.values()):
+            raise SandboxSetupError("credentials", f"capabilities remain: {caps}")
+        controls += [
+            f"credentials: uid={uid} gid={gid} groups=[] (verified)",
+            "capabilities: inheritable, permitted, effective, bounding, ambient = 0 (verified)",
+        ]
+        return Credentialed(_TOKEN, timings, controls, self._order)
 
 
 def _status_caps() -> dict[str, int]:
@@ -502,58 +571,24 @@ def _status_caps() -> dict[str, int]:
 
 
 class Credentialed(_Stage):
-    _index = 6
+    _name = "credentials"
+    _after = Hygienic
 
-    def lock_privileges(self) -> Locked:
-        """Stage 7: every capability set empty, verified; then NO_NEW_PRIVS."""
-        spec, timings, controls = self._advance()
-        try:
-            kept = _sys.capget()
-            _sys.capset(kept.permitted, kept.permitted, 0)
-            _sys.drop_bounding_set()
-            _sys.clear_ambient()
-            _sys.capset(0, 0, 0)
-            _sys.prctl(PR_SET_KEEPCAPS, 0)
-            _sys.set_no_new_privs()
-        except OSError as exc:
-            raise _failing("privileges")(exc) from exc
-        caps = _status_caps()
-        expected = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
-        if set(caps) != expected or any(caps.values()):
-            raise SandboxSetupError("privileges", f"capabilities remain: {caps}")
-        controls.append("capabilities: inheritable, permitted, effective, bounding, ambient = 0")
-        controls.append("no_new_privs: 1")
-        return Locked(_TOKEN, spec, timings, controls)
-
-
-class Locked(_Stage):
-    _index = 7
-
-    def install_seccomp(self) -> Filtered:
-        """Stage 8: the syscall filter; the last thing before exec."""
-        spec, timings, controls = self._advance()
-        try:
-            _sys.install_filter(spec.seccomp_program)
-        except OSError as exc:
-            raise _failing("seccomp")(exc) from exc
-        controls.append(f"seccomp: filter of {len(spec.seccomp_program) // 8} instructions")
-        return Filtered(_TOKEN, spec, timings, controls)
-
-
-class Filtered(_Stage):
-    _index = 8
+    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
+        super().__init__(token, timings, controls)
+        self._order = order
 
     def exec(self, before_exec: Callable[[list[tuple[str, float]], list[str]], None]) -> NoReturn:
-        """Stage 9: replace this process with the untrusted program.
+        """Replace this process with the untrusted program.
 
         ``before_exec`` reports the timings and controls; it runs last because
         exec closes the setup fd, which tells the proxy the program started.
         """
-        spec, timings, controls = self._advance()
-        env = dict(spec.env)
+        timings, controls = self._step()
+        order = self._order
         timings.mark("exec")
         before_exec(timings.stages, controls)
         try:
-            os.execvpe(spec.argv[0], list(spec.argv), env)
+            os.execvpe(order.argv[0], list(order.argv), dict(order.env))
         except OSError as exc:
-            raise SandboxSetupError("exec", f"{spec.argv[0]}: {exc.strerror}") from exc
+            raise SandboxSetupError("exec", f"{order.argv[0]}: {exc.strerror}") from exc

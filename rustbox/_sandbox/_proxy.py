@@ -25,7 +25,7 @@ from rustbox import _sys
 from rustbox._errors import SandboxSetupError
 from rustbox._host import Cgroup, CgroupLimits, CgroupStats
 from rustbox._sandbox import _chain
-from rustbox._sandbox._spec import BaseTree, ProxyReport, RunSpec, from_memfd, to_memfd
+from rustbox._sandbox._spec import BaseTree, Order, ProxyReport, RunSpec, from_memfd, to_memfd
 
 #: Slowest and fastest cpu-time poll. Between them the interval is the time
 #: the payload needs, at full parallelism, to reach its limit: the limit is
@@ -64,8 +64,27 @@ def _send(
         control.send(data)
 
 
-def _payload(rooted: _chain.Rooted, cgroup: Cgroup, stdio: list[int], setup_w: int) -> NoReturn:
-    """The forked payload: stages 4-9, then exec. Reports failures on the setup fd."""
+class _Warm:
+    """A warm proxy's template child and the proxy's ends of it."""
+
+    def __init__(
+        self, prepared: _chain.RootPrepared, pid: int, channel: socket.socket, setup_r: int
+    ) -> None:
+        self.prepared = prepared
+        self.pid = pid
+        self.channel = channel
+        self.setup_r = setup_r
+        self.controls_at_fork = len(prepared.controls)
+
+
+def _template(
+    prepared: _chain.RootPrepared, program: bytes, channel: socket.socket, setup_w: int
+) -> NoReturn:
+    """The payload-to-be: drops privileges now, waits for the run, then execs it.
+
+    Failures are reported on the setup pipe; exec closes that pipe, which is how
+    the proxy learns the program started.
+    """
 
     def report(message: tuple[object, ...]) -> None:
         # Hygiene moves the setup pipe to SETUP_FD and closes the original, so
@@ -82,18 +101,39 @@ def _payload(rooted: _chain.Rooted, cgroup: Cgroup, stdio: list[int], setup_w: i
         report(("ok", timings, controls))
 
     try:
-        attached = rooted.attach_cgroup(cgroup)
-        hygienic = attached.apply_hygiene(stdio, setup_w)
-        credentialed = hygienic.drop_credentials()
-        locked = credentialed.lock_privileges()
-        filtered = locked.install_seccomp()
-        filtered.exec(before_exec)
+        filtered = prepared.become_template().lock_privileges().install_seccomp(program)
+        data, fds, _, _ = socket.recv_fds(channel, 1 << 16, 4)
+        if not data:
+            os._exit(0)  # the proxy is retiring
+        channel.close()
+        order = pickle.loads(data)
+        attached = filtered.await_run(order)
+        credentialed = attached.apply_hygiene(fds, setup_w).drop_credentials()
+        credentialed.exec(before_exec)
     except SandboxSetupError as exc:
         report(("error", exc.stage, exc.detail))
     except BaseException as exc:
         report(("error", "payload", f"{type(exc).__name__}: {exc}"))
     finally:
         os._exit(126)
+
+
+def _fork_template(prepared: _chain.RootPrepared, program: bytes, close: list[int]) -> _Warm:
+    setup_r, setup_w = os.pipe()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(setup_r)
+            ours.close()
+            for fd in close:
+                os.close(fd)
+            _template(prepared, program, theirs, setup_w)
+        finally:
+            os._exit(126)
+    os.close(setup_w)
+    theirs.close()
+    return _Warm(prepared, pid, ours, setup_r)
 
 
 def _read_setup(fd: int) -> tuple[Any, ...] | None:
@@ -196,34 +236,43 @@ def _supervise(run: _Run, cgroup: Cgroup, pid: int) -> tuple[int, resource.struc
 
 
 def _serve(
-    spec: RunSpec, control: socket.socket, stdio: list[int], prepared: _chain.RootPrepared
+    spec: RunSpec, control: socket.socket, stdio: list[int], warm: _Warm
 ) -> tuple[Cgroup, ProxyReport]:
     """Run the payload; the caller sends the report, then removes the cgroup."""
     run = _Run(spec, control)
-    t1 = time.perf_counter()
+    t0 = time.perf_counter()
     cgroup = spec.cgroups.create(
         spec.cgroup_name, CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes)
     )
-    cgroup_ms = (time.perf_counter() - t1) * 1000
-    prepared.timings.resume()
+    t1 = time.perf_counter()
     try:
-        rooted = prepared.build_root(spec)
-        setup_r, setup_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(setup_r)
-            _payload(rooted, cgroup, stdio, setup_w)
-        os.close(setup_w)
+        warm.prepared.timings.resume()
+        rooted = warm.prepared.build_root(spec)
+        t2 = time.perf_counter()
+        cgroup.attach(warm.pid)
+        t3 = time.perf_counter()
+        try:
+            socket.send_fds(warm.channel, [pickle.dumps(Order.of(spec))], stdio)
+        except OSError:
+            pass  # the template died while warm; its reason is on the setup pipe
+        warm.channel.close()
         for fd in stdio:
             os.close(fd)
-        message = _read_setup(setup_r)
-        os.close(setup_r)
+        message = _read_setup(warm.setup_r)
+        os.close(warm.setup_r)
         run.started = time.monotonic()
-        setup = list(rooted.timings.stages)
-        controls = list(rooted.controls)
+        ran = [
+            ("cgroup_create", round((t1 - t0) * 1000, 3)),
+            ("root", round((t2 - t1) * 1000, 3)),
+            ("attach", round((t3 - t2) * 1000, 3)),
+        ]
+        root_controls = rooted.controls[warm.controls_at_fork :]
+        setup: list[tuple[str, float]] = ran
+        controls: list[str] = root_controls
         error_stage = error = None
         status: int | None = None
         rusage = None
+        pid = warm.pid
         if message is None or message[0] != "ok":
             _, status, rusage = os.wait4(pid, 0)
             if message is None:
@@ -231,7 +280,11 @@ def _serve(
             else:
                 error_stage, error = str(message[1]), str(message[2])
         else:
-            setup, controls = list(message[1]), list(message[2])
+            stages, controls = list(message[1]), list(message[2])
+            warm_part = [s for s in stages if s[0] not in _RUN_STAGES]
+            run_part = [s for s in stages if s[0] in _RUN_STAGES]
+            setup = warm_part + ran + run_part
+            controls = _merge_controls(controls, root_controls)
             _send(control, ("started",))
             status, rusage = _supervise(run, cgroup, pid)
         wall = time.monotonic() - run.started
@@ -255,12 +308,24 @@ def _serve(
         stats=stats,
         kill_reason=run.kill_reason,
         actions=tuple(run.actions),
-        setup=(*setup[:3], ("cgroup_create", round(cgroup_ms, 3)), *setup[3:]),
+        setup=tuple(setup),
         wall_time=wall,
         files=tuple(files),
         missing_files=tuple(missing),
         controls=tuple(controls),
     )
+
+
+#: Stages the template walks once the run has arrived (the rest ran while warm).
+_RUN_STAGES = frozenset({"cgroup", "hygiene", "credentials", "exec"})
+
+
+def _merge_controls(template: list[str], root: list[str]) -> list[str]:
+    """The template's controls with the proxy's run-time root controls in order."""
+    for i, control in enumerate(template):
+        if control.startswith("cgroup "):
+            return template[:i] + root + template[i:]
+    return template + root
 
 
 def _remove_quietly(cgroup: Cgroup) -> None:
@@ -284,19 +349,21 @@ def _arm(launcher_pidfd: int) -> None:
 def warm_main(channel_fd: int, launcher_pidfd: int, base: BaseTree) -> NoReturn:
     """Entry point of a proxy the launcher forks ahead of demand. Never returns.
 
-    It walks stages 1-3 (namespaces, private mounts, shared root) right away, then
+    Right away it builds its namespaces and the shared part of the root, and
+    forks the template that drops privileges and installs the filter. Then it
     waits on its channel for one run: five fds (spec, control, stdin, stdout,
-    stderr). A run handed to it skips the fork and the namespace set-up.
+    stderr). A run handed to it pays only for the stages that need the run.
     """
     code = 0
     try:
         _arm(launcher_pidfd)
         _chain.reset_progress()
-        prepared: _chain.RootPrepared | None = None
+        warm: _Warm | None = None
         failure: SandboxSetupError | None = None
         try:
             private = _chain.enter_namespaces().make_mounts_private()
             prepared = private.prepare_root(base)
+            warm = _fork_template(prepared, base.seccomp_program, [channel_fd])
         except SandboxSetupError as exc:
             failure = exc
         channel = socket.socket(fileno=channel_fd)
@@ -305,7 +372,7 @@ def warm_main(channel_fd: int, launcher_pidfd: int, base: BaseTree) -> NoReturn:
         if not data or len(fds) != 5:
             os._exit(0)  # the launcher is retiring this proxy
         spec_fd, control_fd, *stdio = fds
-        code = _answer(spec_fd, control_fd, stdio, prepared, failure)
+        code = _answer(spec_fd, control_fd, stdio, warm, failure)
     finally:
         os._exit(code)
 
@@ -314,7 +381,7 @@ def _answer(
     spec_fd: int,
     control_fd: int,
     stdio: list[int],
-    prepared: _chain.RootPrepared | None,
+    warm: _Warm | None,
     failure: SandboxSetupError | None,
 ) -> int:
     """Serve one run and send the report; returns the proxy's exit code."""
@@ -327,8 +394,8 @@ def _answer(
         try:
             if failure is not None:
                 raise failure
-            assert prepared is not None
-            cgroup, report = _serve(spec, control, stdio, prepared)
+            assert warm is not None
+            cgroup, report = _serve(spec, control, stdio, warm)
         except SandboxSetupError as exc:
             report = ProxyReport.failed(exc.stage, exc.detail)
         fd = to_memfd(report, "rustbox-report")

@@ -40,6 +40,7 @@ class BaseTree:
 
     root_dir: str  #: host directory the new root tmpfs is mounted on (in the run's mount ns)
     readonly_binds: tuple[str, ...]
+    seccomp_program: bytes  #: installed by each template before its run arrives
 
 
 @attrs.frozen
@@ -55,7 +56,33 @@ class RunSpec:
     gid: int
     cgroups: CgroupTree
     cgroup_name: str
-    seccomp_program: bytes
+
+
+@attrs.frozen
+class Order:
+    """What the template needs of the run: handed over with the run's stdio fds."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    limits: Limits
+    uid: int
+    gid: int
+    cgroup_version: int
+    cgroup_name: str
+
+    @classmethod
+    def of(cls, spec: RunSpec) -> Order:
+        return cls(
+            argv=spec.argv,
+            env=spec.env,
+            cwd=spec.cwd,
+            limits=spec.limits,
+            uid=spec.uid,
+            gid=spec.gid,
+            cgroup_version=spec.cgroups.version,
+            cgroup_name=spec.cgroup_name,
+        )
 
 
 @attrs.frozen

@@ -59,8 +59,7 @@ class LauncherClient:
                     code,
                     str(os.getpid()),
                     str(warm),
-                    base.root_dir,
-                    *base.readonly_binds,
+                    pickle.dumps(base).hex(),
                 ],
                 _LAUNCHER_ENV,
                 file_actions=[

@@ -235,7 +235,9 @@ class Supervisor:
             return self._launcher
 
     def _base(self) -> BaseTree:
-        return BaseTree(root_dir=ROOT_DIR, readonly_binds=self.readonly_binds)
+        return BaseTree(
+            root_dir=ROOT_DIR, readonly_binds=self.readonly_binds, seccomp_program=self._seccomp
+        )
 
     def _warm_count(self) -> int:
         if self.warm_proxies is not None:
@@ -319,7 +321,6 @@ class Supervisor:
             gid=lease.gid,
             cgroups=self._cgroups,
             cgroup_name=f"u{lease.uid}",
-            seccomp_program=self._seccomp,
         )
 
     async def _run(self, spec: RunSpec, stdin: bytes, lease: UidLease) -> Result:

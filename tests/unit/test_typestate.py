@@ -9,49 +9,56 @@ from mypy import api as mypy_api
 
 from rustbox._errors import SandboxSetupError
 from rustbox._sandbox import _chain
+from rustbox._sandbox._spec import BaseTree
 
 HEADER = """\
-from rustbox._host import Cgroup
 from rustbox._sandbox._chain import enter_namespaces
-from rustbox._sandbox._spec import BaseTree, RunSpec
+from rustbox._sandbox._spec import BaseTree, Order, RunSpec
 """
 
 GOOD = """
-private = enter_namespaces().make_mounts_private()
-rooted = private.prepare_root(base).build_root(spec)
-attached = rooted.attach_cgroup(cgroup)
-hygienic = attached.apply_hygiene([0, 1, 2], 3)
-locked = hygienic.drop_credentials().lock_privileges()
-locked.install_seccomp().exec(lambda timings, controls: None)
+prepared = enter_namespaces().make_mounts_private().prepare_root(base)
+rooted = prepared.build_root(spec)  # in the proxy
+template = prepared.become_template()  # in its child
+filtered = template.lock_privileges().install_seccomp(b"")
+attached = filtered.await_run(order)
+credentialed = attached.apply_hygiene([0, 1, 2], 3).drop_credentials()
+credentialed.exec(lambda timings, controls: None)
 """
 
+_TEMPLATE = "enter_namespaces().make_mounts_private().prepare_root(base).become_template()"
+
 MISORDERED = {
-    "exec before seccomp": """
-rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
-hygienic = rooted.attach_cgroup(cgroup).apply_hygiene([0, 1, 2], 3)
-hygienic.drop_credentials().lock_privileges().exec(lambda timings, controls: None)
-""",
-    "root before private mounts": """
-rooted = enter_namespaces().prepare_root(base)
+    "shared root before private mounts": """
+enter_namespaces().prepare_root(base)
 """,
     "run root before the shared root": """
-rooted = enter_namespaces().make_mounts_private().build_root(spec)
+enter_namespaces().make_mounts_private().build_root(spec)
 """,
-    "credentials before hygiene": """
-rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
-rooted.attach_cgroup(cgroup).drop_credentials()
-""",
-    "seccomp before dropping privileges": """
-rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
-rooted.attach_cgroup(cgroup).apply_hygiene([0, 1, 2], 3).drop_credentials().install_seccomp()
+    "template before the shared root": """
+enter_namespaces().make_mounts_private().become_template()
 """,
     "exec straight from the root": """
-rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
-rooted.exec(lambda timings, controls: None)
+prepared = enter_namespaces().make_mounts_private().prepare_root(base)
+prepared.build_root(spec).exec(lambda timings, controls: None)
 """,
-    "cgroup skipped": """
-rooted = enter_namespaces().make_mounts_private().prepare_root(base).build_root(spec)
-rooted.apply_hygiene([0, 1, 2], 3)
+    "seccomp before dropping privileges": f"""
+{_TEMPLATE}.install_seccomp(b"")
+""",
+    "run taken before seccomp": f"""
+{_TEMPLATE}.lock_privileges().await_run(order)
+""",
+    "credentials before hygiene": f"""
+filtered = {_TEMPLATE}.lock_privileges().install_seccomp(b"")
+filtered.await_run(order).drop_credentials()
+""",
+    "exec before dropping credentials": f"""
+filtered = {_TEMPLATE}.lock_privileges().install_seccomp(b"")
+filtered.await_run(order).apply_hygiene([0, 1, 2], 3).exec(lambda timings, controls: None)
+""",
+    "exec without the cgroup": f"""
+filtered = {_TEMPLATE}.lock_privileges().install_seccomp(b"")
+filtered.apply_hygiene([0, 1, 2], 3)
 """,
 }
 
@@ -65,7 +72,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
         lines += [
             "",
             "",
-            f"def snippet_{len(spans)}(spec: RunSpec, base: BaseTree, cgroup: Cgroup) -> None:",
+            f"def snippet_{len(spans)}(spec: RunSpec, base: BaseTree, order: Order) -> None:",
         ]
         start = len(lines) + 1
         lines += ["    " + line for line in body.strip().splitlines()]
@@ -102,22 +109,13 @@ def test_a_misordered_chain_does_not_type_check(
 
 def test_stages_cannot_be_built_directly() -> None:
     with pytest.raises(SandboxSetupError, match="built only by the chain"):
-        _chain.Filtered(object(), None, _chain.Timings(), [])
+        _chain.Template(object(), _chain.Timings(), [])
 
 
 def test_stages_must_come_in_order() -> None:
     _chain.reset_progress()
     with pytest.raises(SandboxSetupError, match="out of order"):
-        _chain.Rooted(_chain._TOKEN, None, _chain.Timings(), [])
-
-
-def test_a_late_stage_needs_a_run() -> None:
-    _chain.reset_progress()
-    _chain._Progress.index = _chain.Locked._index - 1
-    locked = _chain.Locked(_chain._TOKEN, None, _chain.Timings(), [])
-    with pytest.raises(SandboxSetupError, match="no run specification"):
-        locked.install_seccomp()
-    _chain.reset_progress()
+        _chain.Locked(_chain._TOKEN, _chain.Timings(), [])
 
 
 def test_namespaces_only_as_pid_1() -> None:
@@ -128,13 +126,35 @@ def test_namespaces_only_as_pid_1() -> None:
 
 def test_a_stage_advances_once() -> None:
     _chain.reset_progress()
-    _chain._Progress.index = _chain.Namespaced._index - 1
-    stage = _chain.Namespaced(_chain._TOKEN, None, _chain.Timings(), [])
-    stage._spent = True  # as after make_mounts_private(); calling it must not mount anything
+    _chain._Progress.stage = _chain.Template  # as if the chain had reached it
+    stage = _chain.Locked(_chain._TOKEN, _chain.Timings(), [])
+    stage._spent = True  # as after install_seccomp(); calling it again must do nothing
     with pytest.raises(SandboxSetupError, match="already advanced"):
-        stage.make_mounts_private()
-    _chain._Progress.index = 5  # the chain moved on without this stage
+        stage.install_seccomp(b"")
     stage._spent = False
+    _chain._Progress.stage = _chain.Filtered  # the chain moved on without this object
     with pytest.raises(SandboxSetupError, match="moved on"):
-        stage.make_mounts_private()
+        stage.install_seccomp(b"")
+    _chain.reset_progress()
+
+
+def test_the_proxy_cannot_become_the_payload() -> None:
+    """become_template() refuses to run in PID 1 (checked after the guard, before any effect)."""
+    _chain.reset_progress()
+    _chain._Progress.stage = _chain.PrivateMounts
+    base = BaseTree(root_dir="/nonexistent", readonly_binds=(), seccomp_program=b"")
+    prepared = _chain.RootPrepared(_chain._TOKEN, _chain.Timings(), [], base)
+    if os.getpid() == 1:
+        pytest.skip("running as PID 1")
+    # Not PID 1 here, so the check passes and the stage would reset signals: run it
+    # in a child to keep the test process untouched.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            prepared.become_template()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     _chain.reset_progress()
