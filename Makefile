@@ -25,6 +25,7 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_cost.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rustbox tests examples bench
