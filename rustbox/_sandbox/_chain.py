@@ -121,6 +121,14 @@ class _Stage:
         return self._timings
 
 
+class _RunStage(_Stage):
+    """A stage of the template once its run has arrived: it carries the run's order."""
+
+    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
+        super().__init__(token, timings, controls)
+        self._order = order
+
+
 def _failing(stage: str) -> Callable[[BaseException], SandboxSetupError]:
     def wrap(exc: BaseException) -> SandboxSetupError:
         return SandboxSetupError(stage, str(exc) or type(exc).__name__)
@@ -492,13 +500,9 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
     return values
 
 
-class CgroupAttached(_Stage):
+class CgroupAttached(_RunStage):
     _name = "cgroup"
     _after = Filtered
-
-    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
-        super().__init__(token, timings, controls)
-        self._order = order
 
     def apply_hygiene(self, stdio: Sequence[int], setup_fd: int) -> Hygienic:
         """rlimits, umask, only fds 0-2 (+ the setup fd, closed by exec), cwd."""
@@ -527,13 +531,9 @@ class CgroupAttached(_Stage):
         return Hygienic(_TOKEN, timings, controls, order)
 
 
-class Hygienic(_Stage):
+class Hygienic(_RunStage):
     _name = "hygiene"
     _after = CgroupAttached
-
-    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
-        super().__init__(token, timings, controls)
-        self._order = order
 
     def drop_credentials(self) -> Credentialed:
         """The run's own uid and gid, no groups; the last two capabilities go with root."""
@@ -570,13 +570,9 @@ def _status_caps() -> dict[str, int]:
     return caps
 
 
-class Credentialed(_Stage):
+class Credentialed(_RunStage):
     _name = "credentials"
     _after = Hygienic
-
-    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
-        super().__init__(token, timings, controls)
-        self._order = order
 
     def exec(self, before_exec: Callable[[list[tuple[str, float]], list[str]], None]) -> NoReturn:
         """Replace this process with the untrusted program.

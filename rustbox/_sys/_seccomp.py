@@ -96,7 +96,34 @@ class _Arch:
     reject_x32: bool
 
 
-# From <asm/unistd_64.h>; 457+ from the kernel's syscall_64.tbl.
+#: Numbers from 424 on are the same on every architecture (asm-generic);
+#: 457+ checked against the running kernel's syscall table.
+_SHARED_SINCE_424: dict[str, int] = {
+    "pidfd_send_signal": 424,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "pidfd_open": 434,
+    "clone3": 435,
+    "close_range": 436,
+    "pidfd_getfd": 438,
+    "process_madvise": 440,
+    "mount_setattr": 442,
+    "quotactl_fd": 443,
+    "memfd_secret": 447,
+    "statmount": 457,
+    "listmount": 458,
+    "lsm_set_self_attr": 460,
+    "open_tree_attr": 467,
+}
+
+# From <asm/unistd_64.h>.
 _X86_64_TABLE: Mapping[str, int] = {
     "read": 0,
     "ioctl": 16,
@@ -143,28 +170,7 @@ _X86_64_TABLE: Mapping[str, int] = {
     "kexec_file_load": 320,
     "bpf": 321,
     "userfaultfd": 323,
-    "pidfd_send_signal": 424,
-    "io_uring_setup": 425,
-    "io_uring_enter": 426,
-    "io_uring_register": 427,
-    "open_tree": 428,
-    "move_mount": 429,
-    "fsopen": 430,
-    "fsconfig": 431,
-    "fsmount": 432,
-    "fspick": 433,
-    "pidfd_open": 434,
-    "clone3": 435,
-    "close_range": 436,
-    "pidfd_getfd": 438,
-    "process_madvise": 440,
-    "mount_setattr": 442,
-    "quotactl_fd": 443,
-    "memfd_secret": 447,
-    "statmount": 457,
-    "listmount": 458,
-    "lsm_set_self_attr": 460,
-    "open_tree_attr": 467,
+    **_SHARED_SINCE_424,
 }
 
 # From <asm-generic/unistd.h>, which arm64 uses; 424+ are shared by all arches.
@@ -211,28 +217,7 @@ _AARCH64_TABLE: Mapping[str, int] = {
     "bpf": 280,
     "userfaultfd": 282,
     "kexec_file_load": 294,
-    "pidfd_send_signal": 424,
-    "io_uring_setup": 425,
-    "io_uring_enter": 426,
-    "io_uring_register": 427,
-    "open_tree": 428,
-    "move_mount": 429,
-    "fsopen": 430,
-    "fsconfig": 431,
-    "fsmount": 432,
-    "fspick": 433,
-    "pidfd_open": 434,
-    "clone3": 435,
-    "close_range": 436,
-    "pidfd_getfd": 438,
-    "process_madvise": 440,
-    "mount_setattr": 442,
-    "quotactl_fd": 443,
-    "memfd_secret": 447,
-    "statmount": 457,
-    "listmount": 458,
-    "lsm_set_self_attr": 460,
-    "open_tree_attr": 467,
+    **_SHARED_SINCE_424,
 }
 
 _ARCHES: Mapping[str, _Arch] = {
