@@ -487,9 +487,9 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
         (resource.RLIMIT_CPU, cpu, cpu + 1),
         (resource.RLIMIT_FSIZE, limits.file_size, limits.file_size),
         (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
-        # One above pids.max: the cgroup, not the rlimit, refuses the fork, so the
-        # refusal shows in pids.events and the verdict can say PLE.
-        (resource.RLIMIT_NPROC, limits.processes + 1, limits.processes + 1),
+        # Equal to pids.max (judges' clients read it). The rlimit is checked first,
+        # so a refused fork may not show in pids.events; pids.peak still does.
+        (resource.RLIMIT_NPROC, limits.processes, limits.processes),
         (resource.RLIMIT_STACK, limits.stack, limits.stack),
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_MEMLOCK, 0, 0),
@@ -522,7 +522,7 @@ class CgroupAttached(_RunStage):
         limits = order.limits
         controls += [
             f"rlimits: cpu={math.ceil(limits.cpu_time) + 1}s fsize={limits.file_size} "
-            f"nofile={limits.open_files} nproc={limits.processes + 1} stack={limits.stack} "
+            f"nofile={limits.open_files} nproc={limits.processes} stack={limits.stack} "
             "core=0 memlock=0 msgqueue=0"
             + (f" as={limits.address_space}" if limits.address_space else ""),
             "fds: only 0, 1, 2 reach the program",

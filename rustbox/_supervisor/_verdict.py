@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+from rustbox._host import CgroupStats
 from rustbox._limits import Limits
 from rustbox._result import Action, CgroupFigures, Evidence, Result, Status, StreamReport
 from rustbox._sandbox._spec import ProxyReport
@@ -20,12 +21,21 @@ def _exit_and_signal(wait_status: int | None) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _process_limit_reached(stats: CgroupStats, processes: int | None) -> bool:
+    """The kernel refused a fork (pids.events), or the run reached its limit (pids.peak:
+    RLIMIT_NPROC equals pids.max and is checked first, so its refusals leave no event)."""
+    if stats.pids_limit_hits > 0:
+        return True
+    return processes is not None and stats.pids_peak is not None and stats.pids_peak >= processes
+
+
 def classify(
     report: ProxyReport,
     exit_code: int | None,
     sig: int | None,
     output_over_cap: bool = False,
     memory_limit: int | None = None,
+    processes: int | None = None,
 ) -> tuple[Status, str | None]:
     """The verdict and, for TLE, which clock ran out.
 
@@ -54,7 +64,7 @@ def classify(
     if sig == signal.SIGXFSZ:
         return Status.FSE, None
     failed = sig is not None or exit_code != 0
-    if failed and stats is not None and stats.pids_limit_hits > 0:
+    if failed and stats is not None and _process_limit_reached(stats, processes):
         return Status.PLE, None
     if report.kill_reason is not None:
         return Status.IE, None  # killed for a reason that is no verdict (supervisor gone)
@@ -80,7 +90,7 @@ def build_result(
 ) -> Result:
     exit_code, sig = _exit_and_signal(report.wait_status)
     over_cap = stdout_report.truncated or stderr_report.truncated
-    status, tle = classify(report, exit_code, sig, over_cap, limits.memory)
+    status, tle = classify(report, exit_code, sig, over_cap, limits.memory, limits.processes)
     stats = report.stats
     figures = None
     if stats is not None:
