@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-root bench lint typecheck clean
+.PHONY: install toolchains demo test test-unit bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Judge toolchains a fresh Debian 12 machine lacks (gcc, java, node, python and rustc
+# are there): Go from apt, esbuild (TypeScript) from npm. Idempotent.
+toolchains:
+	@command -v go >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null; }
+	@command -v esbuild >/dev/null 2>&1 || npm install -g --silent esbuild@0.24
+	@go version && echo "esbuild $$(esbuild --version)"
+
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: $(STAMP) toolchains
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)

@@ -17,20 +17,39 @@ from rustbox._errors import (
     SyscallError,
 )
 from rustbox._host import UidPool, UidPoolExhausted
+from rustbox._judge import (
+    CaseResult,
+    CompileResult,
+    CustomChecker,
+    JudgeReport,
+    Language,
+    LanguageTable,
+    Submission,
+    Supervisor,
+    TestCase,
+    Verdict,
+    load_tests,
+)
 from rustbox._limits import Limits, parse_size
 from rustbox._result import Action, CgroupFigures, Evidence, Result, Status, StreamReport
-from rustbox._supervisor import File, Supervisor, run
+from rustbox._supervisor import File, run
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "CaseResult",
     "CgroupFigures",
     "CommandNotFound",
+    "CompileResult",
+    "CustomChecker",
     "Evidence",
     "File",
     "HostUnsupported",
     "InvalidInput",
+    "JudgeReport",
+    "Language",
+    "LanguageTable",
     "LauncherDied",
     "Limits",
     "Result",
@@ -38,11 +57,15 @@ __all__ = [
     "SandboxSetupError",
     "Status",
     "StreamReport",
+    "Submission",
     "Supervisor",
     "SyscallError",
+    "TestCase",
     "UidPool",
     "UidPoolExhausted",
+    "Verdict",
     "__version__",
+    "load_tests",
     "parse_size",
     "run",
 ]

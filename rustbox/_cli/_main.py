@@ -8,6 +8,7 @@ host cannot run sandboxes (missing root, cgroup controller, ...).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -16,8 +17,19 @@ import anyio
 
 from rustbox._errors import HostUnsupported, InvalidInput, RustboxError
 from rustbox._host import probe_host
-from rustbox._limits import Limits
-from rustbox._supervisor import File, Supervisor
+from rustbox._judge import (
+    CustomChecker,
+    JudgeReport,
+    LanguageTable,
+    Submission,
+    Supervisor,
+    TestCase,
+    load_tests,
+    parse_checker,
+    probe_toolchains,
+)
+from rustbox._limits import Limits, MiB, parse_size
+from rustbox._supervisor import File
 
 EXIT_OK, EXIT_VERDICT, EXIT_USAGE, EXIT_HOST = 0, 1, 2, 3
 
@@ -153,6 +165,159 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.strict_ok else EXIT_VERDICT
 
 
+def _languages(args: argparse.Namespace) -> LanguageTable:
+    return LanguageTable.from_file(args.config) if args.config else LanguageTable()
+
+
+def _megabytes(value: str) -> int:
+    """``--mem 256`` means MB, as in the Rust rustbox; ``--mem 1G`` is accepted too."""
+    if value.strip().isdigit():
+        return int(value) * MiB
+    return parse_size(value, "--mem")
+
+
+def _cmd_execute_code(args: argparse.Namespace) -> int:
+    table = _languages(args)
+    language = table.get(args.language)
+    submission = Submission(language=language.name, code=args.code)
+    overrides: dict[str, object] = {}
+    if args.mem is not None:
+        overrides["memory"] = _megabytes(args.mem)
+    if args.time is not None:
+        overrides["cpu_time"] = args.time
+    if args.wall_time is not None:
+        overrides["wall_time"] = args.wall_time
+    if args.processes is not None:
+        overrides["processes"] = args.processes
+    limits = None
+    if overrides:
+        base = language.run_limits
+        if "cpu_time" in overrides and "wall_time" not in overrides:
+            overrides["wall_time"] = max(float(str(overrides["cpu_time"])) * 2, base.wall_time)
+        limits = _evolve(base, overrides)
+    stdin = args.stdin.encode() if args.stdin is not None else b""
+
+    async def main() -> JudgeReport:
+        async with Supervisor(languages=table) as sv:
+            return await sv.judge(submission, [TestCase(stdin=stdin)], limits=limits)
+
+    report = anyio.run(main)
+    print(report.to_json(indent=2))
+    return EXIT_OK if report.verdict.value == "AC" else EXIT_VERDICT
+
+
+def _evolve(limits: Limits, changes: dict[str, object]) -> Limits:
+    import attrs
+
+    return attrs.evolve(limits, **changes)  # type: ignore[arg-type]
+
+
+def _checker(spec: str | None) -> str | CustomChecker | None:
+    if spec is None or (os.path.sep not in spec and not os.path.exists(spec)):
+        return spec
+    try:
+        with open(spec, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InvalidInput("--checker", f"cannot read {spec!r}: {exc.strerror}") from None
+    if spec.endswith(".py"):
+        return CustomChecker(("/usr/bin/python3", "checker.py"), (("checker.py", data),))
+    return CustomChecker(("./checker",), (("checker", data),))
+
+
+def _cmd_judge(args: argparse.Namespace) -> int:
+    table = _languages(args)
+    try:
+        with open(args.source, encoding="utf-8") as f:
+            code = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput("--source", f"cannot read {args.source!r}: {exc}") from None
+    language = args.language or _guess_language(table, args.source)
+    submission = Submission(language=language, code=code)
+    tests = load_tests(args.tests)
+    checker = _checker(args.checker)
+    parse_checker(checker)  # names a bad checker before any sandbox starts
+
+    async def main() -> JudgeReport:
+        async with Supervisor(languages=table) as sv:
+            return await sv.judge(
+                submission, tests, checker=checker, stop_on_first_failure=args.stop_on_failure
+            )
+
+    report = anyio.run(main)
+    print(report.to_json(indent=2) if args.json else _report_text(report))
+    return EXIT_OK if report.verdict.value == "AC" else EXIT_VERDICT
+
+
+_EXTENSIONS = {
+    ".py": "python",
+    ".c": "c",
+    ".cpp": "cpp",
+    ".cc": "cpp",
+    ".cxx": "cpp",
+    ".java": "java",
+    ".js": "javascript",
+    ".ts": "typescript",
+    ".go": "go",
+    ".rs": "rust",
+}
+
+
+def _guess_language(table: LanguageTable, path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _EXTENSIONS:
+        known = ", ".join(sorted(table.languages))
+        raise InvalidInput(
+            "--language", f"cannot tell the language of {path!r}; give one of {known}"
+        )
+    return _EXTENSIONS[ext]
+
+
+def _report_text(report: JudgeReport) -> str:
+    lines = [f"verdict: {report.verdict.value}  ({report.verdict_provenance})"]
+    if report.compile is not None:
+        c = report.compile.result
+        lines.append(
+            f"compile: {c.status.value} cpu={c.cpu_time:.3f}s wall={c.wall_time:.3f}s "
+            f"peak={c.memory_peak / MiB:.1f}MiB"
+        )
+        if not report.compile.ok:
+            lines.append(report.compile.stderr.decode(errors="replace").rstrip()[-4000:])
+    for case in report.cases:
+        lines.append(
+            f"  {case.name:>8}  {case.verdict.value:3}  cpu={case.cpu_time:.3f}s "
+            f"wall={case.wall_time:.3f}s peak={case.memory_peak / MiB:.1f}MiB"
+            + (f"  {case.checker}" if case.checker and case.verdict.value != "AC" else "")
+        )
+    return "\n".join(lines)
+
+
+def _cmd_languages(args: argparse.Namespace) -> int:
+    table = _languages(args)
+    toolchains = probe_toolchains(table)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "language": t.language,
+                        "available": t.available,
+                        "version": t.version,
+                        "aliases": list(table.languages[t.language].aliases),
+                    }
+                    for t in toolchains
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for t in toolchains:
+            aliases = ", ".join(table.languages[t.language].aliases)
+            state = "ok     " if t.available else "MISSING"
+            print(f"{t.language:11} {state} {t.version}  (aliases: {aliases})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rustbox", description="Run untrusted code in kernel-enforced sandboxes.")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -186,6 +351,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     run.set_defaults(func=_cmd_run)
+
+    execute = sub.add_parser("execute-code", help="run a snippet in a language; prints JSON")
+    execute.add_argument(
+        "--language", "-l", required=True, help="language or alias (py, cc, c++, js, ts, rs, ...)"
+    )
+    execute.add_argument("--code", "-c", required=True, help="the source code")
+    execute.add_argument("--stdin", help="text to feed on stdin")
+    execute.add_argument("--mem", metavar="MB", help="memory limit in MB (default: the language's)")
+    execute.add_argument("--time", type=float, metavar="S", help="cpu time limit in seconds")
+    execute.add_argument("--wall-time", type=float, metavar="S", help="wall time limit in seconds")
+    execute.add_argument("--processes", type=int, metavar="N", help="process limit")
+    execute.add_argument("--config", metavar="TOML", help="language configuration file")
+    execute.set_defaults(func=_cmd_execute_code)
+
+    judge = sub.add_parser("judge", help="compile a source and judge it against a test directory")
+    judge.add_argument("--language", "-l", help="language or alias (default: from the extension)")
+    judge.add_argument("--source", "-s", required=True, help="the source file")
+    judge.add_argument("--tests", "-t", required=True, help="directory of NAME.in + NAME.out")
+    judge.add_argument("--checker", help="tokens (default), exact, float:EPS, or a checker program")
+    judge.add_argument(
+        "--stop-on-failure", action="store_true", help="stop at the first failed case"
+    )
+    judge.add_argument("--json", action="store_true", help="the full report as JSON")
+    judge.add_argument("--config", metavar="TOML", help="language configuration file")
+    judge.set_defaults(func=_cmd_judge)
+
+    languages = sub.add_parser(
+        "languages", help="list languages and whether this host has their toolchain"
+    )
+    languages.add_argument("--json", action="store_true", help="machine-readable output")
+    languages.add_argument("--config", metavar="TOML", help="language configuration file")
+    languages.set_defaults(func=_cmd_languages)
 
     check = sub.add_parser(
         "check", help="report what this host offers and whether strict mode can run"

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -139,7 +139,7 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def __aenter__(self) -> Supervisor:
+    async def __aenter__(self) -> Self:
         missing = []
         if os.geteuid() != 0:
             missing.append(
