@@ -378,7 +378,12 @@ async def test_isolation_seen_from_inside(monkeypatch: pytest.MonkeyPatch) -> No
         # No /sys, and nothing of the host's mount table beyond the sandbox's own.
         assert facts["sys_exists"] is False
         assert not any(m["fstype"] in ("sysfs", "cgroup", "cgroup2") for m in mounts.values())
-        assert set(mounts) <= SANDBOX_MOUNTS
+        # Toolchain directories the judge binds (read-only, nosuid, nodev) are the
+        # only additions: the supervisor names them in readonly_binds.
+        toolchains = set(sv.readonly_binds) - {"/usr", "/bin", "/lib", "/lib64", "/sbin"}
+        assert set(mounts) <= SANDBOX_MOUNTS | toolchains
+        for path in toolchains & set(mounts):
+            assert {"ro", "nosuid", "nodev"} <= set(mounts[path]["opts"]), path
 
         # /proc: a new PID namespace (payload is PID 2 under the proxy, PID 1),
         # hidepid=invisible hides the root-owned proxy, and only our own pids
