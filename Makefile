@@ -30,9 +30,10 @@ test: $(STAMP) toolchains
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-bench: $(STAMP)
+bench: $(STAMP) toolchains
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_cost.py
+	$(PY) bench/bench_judge.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rustbox tests examples bench
