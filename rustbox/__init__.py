@@ -7,6 +7,7 @@
         print(result.status, result.stdout)
 """
 
+from rustbox._batch import Entry, Graded, Problem, Supervisor, load_entries, load_problems
 from rustbox._errors import (
     CommandNotFound,
     HostUnsupported,
@@ -25,7 +26,6 @@ from rustbox._judge import (
     Language,
     LanguageTable,
     Submission,
-    Supervisor,
     TestCase,
     Verdict,
     load_tests,
@@ -43,8 +43,10 @@ __all__ = [
     "CommandNotFound",
     "CompileResult",
     "CustomChecker",
+    "Entry",
     "Evidence",
     "File",
+    "Graded",
     "HostUnsupported",
     "InvalidInput",
     "JudgeReport",
@@ -52,6 +54,7 @@ __all__ = [
     "LanguageTable",
     "LauncherDied",
     "Limits",
+    "Problem",
     "Result",
     "RustboxError",
     "SandboxSetupError",
@@ -65,6 +68,8 @@ __all__ = [
     "UidPoolExhausted",
     "Verdict",
     "__version__",
+    "load_entries",
+    "load_problems",
     "load_tests",
     "parse_size",
     "run",

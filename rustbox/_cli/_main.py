@@ -318,6 +318,28 @@ def _cmd_languages(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from rustbox._batch._runner import BatchOptions, run_batch
+
+    options = BatchOptions(
+        submissions=args.submissions,
+        problems=args.problems,
+        out=args.out,
+        concurrency=args.concurrency,
+        resume=args.resume,
+        json=args.json,
+        backend=args.backend,
+    )
+    try:
+        summary = run_batch(options)
+    except KeyboardInterrupt:
+        print("rustbox: interrupted; run again with --resume to continue", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rustbox", description="Run untrusted code in kernel-enforced sandboxes.")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -376,6 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--json", action="store_true", help="the full report as JSON")
     judge.add_argument("--config", metavar="TOML", help="language configuration file")
     judge.set_defaults(func=_cmd_judge)
+
+    batch = sub.add_parser("batch", help="grade a folder of submissions into a JSONL file")
+    batch.add_argument("submissions", help="folder of submission folders")
+    batch.add_argument("--problems", required=True, help="folder of problem folders")
+    batch.add_argument("--out", required=True, help="results file (JSON lines, appended)")
+    batch.add_argument("--concurrency", type=int, metavar="N", help="sandboxes at once")
+    batch.add_argument("--resume", action="store_true", help="skip what --out already holds")
+    batch.add_argument("--json", action="store_true", help="no progress bar; summary as JSON")
+    batch.add_argument(
+        "--backend", choices=("asyncio", "trio"), default="asyncio", help=argparse.SUPPRESS
+    )
+    batch.set_defaults(func=_cmd_batch)
 
     languages = sub.add_parser(
         "languages", help="list languages and whether this host has their toolchain"
