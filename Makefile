@@ -34,6 +34,7 @@ bench: $(STAMP) toolchains
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_cost.py
 	$(PY) bench/bench_judge.py
+	$(PY) bench/bench_batch.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rustbox tests examples bench
