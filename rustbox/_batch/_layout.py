@@ -27,20 +27,9 @@ import attrs
 from rustbox._errors import InvalidInput
 from rustbox._judge import Submission, TestCase, load_tests
 from rustbox._judge._checkers import Checker, parse_checker
+from rustbox._judge._languages import EXTENSIONS
 from rustbox._limits import Limits
 
-EXTENSIONS = {
-    ".py": "python",
-    ".c": "c",
-    ".cpp": "cpp",
-    ".cc": "cpp",
-    ".cxx": "cpp",
-    ".java": "java",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".go": "go",
-    ".rs": "rust",
-}
 _MANIFEST = "submission.toml"
 
 

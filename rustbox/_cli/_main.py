@@ -28,6 +28,7 @@ from rustbox._judge import (
     parse_checker,
     probe_toolchains,
 )
+from rustbox._judge._languages import EXTENSIONS
 from rustbox._limits import Limits, MiB, parse_size
 from rustbox._supervisor import File
 
@@ -249,28 +250,14 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     return EXIT_OK if report.verdict.value == "AC" else EXIT_VERDICT
 
 
-_EXTENSIONS = {
-    ".py": "python",
-    ".c": "c",
-    ".cpp": "cpp",
-    ".cc": "cpp",
-    ".cxx": "cpp",
-    ".java": "java",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".go": "go",
-    ".rs": "rust",
-}
-
-
 def _guess_language(table: LanguageTable, path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
-    if ext not in _EXTENSIONS:
+    if ext not in EXTENSIONS:
         known = ", ".join(sorted(table.languages))
         raise InvalidInput(
             "--language", f"cannot tell the language of {path!r}; give one of {known}"
         )
-    return _EXTENSIONS[ext]
+    return EXTENSIONS[ext]
 
 
 def _report_text(report: JudgeReport) -> str:

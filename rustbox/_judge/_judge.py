@@ -94,13 +94,10 @@ class TestCase:
     name: str = ""
 
 
-@attrs.frozen
-class CaseResult:
-    index: int
-    name: str
-    verdict: Verdict
+class _RunView:
+    """The figures of the run a step wraps, and its JSON in the Rust rustbox's names."""
+
     result: Result
-    checker: str | None  #: the checker's message, when one ran
 
     @property
     def status(self) -> Status:
@@ -126,38 +123,35 @@ class CaseResult:
     def stderr(self) -> bytes:
         return self.result.stderr
 
-    def to_dict(self) -> dict[str, Any]:
+    def _run_dict(self, **head: Any) -> dict[str, Any]:
         run = self.result.to_dict()
         evidence = run.pop("evidence")
-        return {
-            "index": self.index,
-            "name": self.name,
-            "verdict": self.verdict.value,
-            **run,
-            "checker": self.checker,
-            "evidence_bundle": evidence,
-        }
+        return {**head, **run, "evidence_bundle": evidence}
 
 
 @attrs.frozen
-class CompileResult:
+class CaseResult(_RunView):
+    index: int
+    name: str
+    verdict: Verdict
+    result: Result
+    checker: str | None  #: the checker's message, when one ran
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self._run_dict(index=self.index, name=self.name, verdict=self.verdict.value)
+        out["checker"] = self.checker
+        return out
+
+
+@attrs.frozen
+class CompileResult(_RunView):
     """The compile step's own run: its figures never count against the program."""
 
     ok: bool
     result: Result
 
-    @property
-    def stdout(self) -> bytes:
-        return self.result.stdout
-
-    @property
-    def stderr(self) -> bytes:
-        return self.result.stderr
-
     def to_dict(self) -> dict[str, Any]:
-        run = self.result.to_dict()
-        evidence = run.pop("evidence")
-        return {"ok": self.ok, **run, "evidence_bundle": evidence}
+        return self._run_dict(ok=self.ok)
 
 
 @attrs.frozen

@@ -24,6 +24,20 @@ from rustbox._limits import Limits, MiB
 #: Environment of every judge step; the compilers need little more than PATH.
 BASE_ENV = (("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/box"), ("LANG", "C.UTF-8"))
 
+#: A source file's language, by extension (the batch layout and ``rustbox judge``).
+EXTENSIONS = {
+    ".py": "python",
+    ".c": "c",
+    ".cpp": "cpp",
+    ".cc": "cpp",
+    ".cxx": "cpp",
+    ".java": "java",
+    ".js": "javascript",
+    ".ts": "typescript",
+    ".go": "go",
+    ".rs": "rust",
+}
+
 _JAVA_CLASS = re.compile(r"public\s+(?:(?:final|abstract|strictfp)\s+)*class\s+([A-Za-z_$][\w$]*)")
 
 
