@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -58,6 +57,23 @@ def make_batch(root: Path, *, slow: int = 0) -> tuple[Path, Path]:
     (subs / "ivan--sum" / "a.py").write_text(SUM_PY)
     (subs / "ivan--sum" / "b.py").write_text(SUM_PY)
     return subs, problems
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for a reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def by_submission(path: Path) -> dict[str, dict[str, object]]:
@@ -141,19 +157,18 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(read_records(str(out)))) < 3:
         time.sleep(0.1)
+    launchers = _children(proc.pid)
+    assert launchers, "the batch should have started its launcher"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr.decode()
     assert b"--resume" in stderr
     partial = len(list(read_records(str(out))))
     assert 3 <= partial < 15
-    # Nothing of the interrupted batch is left running.
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        assert b"rustbox._launcher" not in cmdline or int(pid) == os.getpid()
+    # Nothing of the interrupted batch is left: its launcher (and with it every
+    # proxy and payload, through PDEATHSIG and the PID namespaces) is gone.
+    for pid in launchers:
+        assert not _alive(pid), f"launcher {pid} survived the interrupted batch"
     resumed = subprocess.run([*command, "--resume"], capture_output=True, timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr.decode()
     summary = json.loads(resumed.stdout)
