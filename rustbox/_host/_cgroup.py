@@ -706,6 +706,11 @@ class CgroupTree:
                     if entry.is_dir(follow_symlinks=False):
                         yield entry.name
 
+    def exists(self, name: str) -> bool:
+        """Whether any hierarchy has the group: a few stat calls, cheap on an event loop."""
+        _check_component("cgroup name", name)
+        return any(os.path.isdir(os.path.join(parent, name)) for _key, parent in self._parents)
+
     def children(self) -> list[str]:
         """Names of the groups under the parent, in any hierarchy (for sweeping)."""
         return sorted(set(self._listdirs()))

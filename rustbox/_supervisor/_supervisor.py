@@ -511,7 +511,8 @@ class Supervisor:
                     with anyio.move_on_after(10):
                         await anyio.wait_readable(state.pidfd)
                 assert self._cgroups is not None
-                await anyio.to_thread.run_sync(self._cgroups.remove_stale, spec.cgroup_name)
+                if self._cgroups.exists(spec.cgroup_name):  # the proxy normally removed it
+                    await anyio.to_thread.run_sync(self._cgroups.remove_stale, spec.cgroup_name)
         except Exception:
             log.exception("cleanup failed; the uid stays locked while this process lives")
         else:
