@@ -154,6 +154,10 @@ def _tmp_size(v: int | str) -> int:
     return parse_size(v, "tmp_size")
 
 
+def _nproc(v: int | str | None) -> int | None:
+    return None if v is None else parse_count(v, "nproc", PID_MAX_LIMIT)
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """What one run may consume.
@@ -178,6 +182,11 @@ class Limits:
     box_size: int = attrs.field(default=64 * MiB, converter=_box_size)
     box_inodes: int = attrs.field(default=4096, converter=_box_inodes)
     tmp_size: int = attrs.field(default=16 * MiB, converter=_tmp_size)
+    #: RLIMIT_NPROC. None: ``processes + 1``, one above pids.max, so the cgroup
+    #: refuses a fork first and records it (an exact PLE). The judge profile sets
+    #: it to ``processes``, the value the Rust rustbox's clients read; a refusal
+    #: by the rlimit leaves no record, and PLE then rests on pids.peak.
+    nproc: int | None = attrs.field(default=None, converter=_nproc)
 
     def __attrs_post_init__(self) -> None:
         if self.wall_time < self.cpu_time:
@@ -191,6 +200,10 @@ class Limits:
                 "address_space",
                 f"{self.address_space} bytes is below memory {self.memory} bytes",
             )
+
+    @property
+    def nproc_rlimit(self) -> int:
+        return self.processes + 1 if self.nproc is None else self.nproc
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -222,7 +222,7 @@ def _checker(spec: str | None) -> str | CustomChecker | None:
     except OSError as exc:
         raise InvalidInput("--checker", f"cannot read {spec!r}: {exc.strerror}") from None
     if spec.endswith(".py"):
-        return CustomChecker(("/usr/bin/python3", "checker.py"), (("checker.py", data),))
+        return CustomChecker.python(data)
     return CustomChecker(("./checker",), (("checker", data),))
 
 
@@ -327,6 +327,56 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_SERVE_OPTIONS = {
+    "host": "host",
+    "port": "port",
+    "workers": "workers",
+    "db": "db",
+    "api_key": "api_key",
+    "backend": "backend",
+    "queue_size": "queue_size",
+    "sync_wait_timeout": "sync_wait_timeout",
+    "drain_timeout": "drain_timeout",
+    "rate_limit": "rate_limit",
+    "rate_burst": "rate_burst",
+    "trust_proxies": "trust_proxies",
+    "allow_localhost_webhooks": "allow_localhost_webhooks",
+    "node_id": "node_id",
+    "config": "languages_config",
+}
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP judge service; settings from RUSTBOX_* variables, then the options."""
+    import logging
+
+    from rustbox._service import ServiceConfig, serve  # the web stack loads only here
+
+    given = {
+        field: getattr(args, option)
+        for option, field in _SERVE_OPTIONS.items()
+        if getattr(args, option, None) is not None
+    }
+    config = ServiceConfig.from_env(os.environ, **given)
+    level = args.log_level or os.environ.get("RUSTBOX_LOG_LEVEL", "info")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            url = await tg.start(serve, config)
+            print(
+                f"rustbox serve: listening on {url} (workers {config.workers}, db {config.db})",
+                flush=True,
+            )
+
+    anyio.run(main, backend=config.backend)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rustbox", description="Run untrusted code in kernel-enforced sandboxes.")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -404,6 +454,49 @@ def build_parser() -> argparse.ArgumentParser:
     languages.add_argument("--json", action="store_true", help="machine-readable output")
     languages.add_argument("--config", metavar="TOML", help="language configuration file")
     languages.set_defaults(func=_cmd_languages)
+
+    serve = sub.add_parser(
+        "serve",
+        help="HTTP judge service (REST shape of the Rust rustbox judge-service)",
+        description="Each option also reads RUSTBOX_<OPTION> from the environment "
+        "(e.g. RUSTBOX_PORT); an option given here wins. See docs/http-api.md.",
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 4096; 0 picks a free one)")
+    serve.add_argument(
+        "--workers", type=int, help="submissions judged at once (default: the cpu count)"
+    )
+    serve.add_argument("--db", metavar="PATH", help="SQLite file (default rustbox-service.db)")
+    serve.add_argument(
+        "--api-key", help="require this x-api-key (prefer RUSTBOX_API_KEY: argv is public)"
+    )
+    serve.add_argument("--backend", choices=("asyncio", "trio"), help="event loop (asyncio)")
+    serve.add_argument("--queue-size", type=int, help="waiting submissions before 503 (1000)")
+    serve.add_argument(
+        "--sync-wait-timeout", type=float, metavar="S", help="?wait=true limit before 408 (30)"
+    )
+    serve.add_argument(
+        "--drain-timeout", type=float, metavar="S", help="shutdown grace for running ones (30)"
+    )
+    serve.add_argument(
+        "--rate-limit", type=float, metavar="R", help="requests/s per client, 0 = off (50)"
+    )
+    serve.add_argument("--rate-burst", type=int, metavar="N", help="token bucket size (100)")
+    serve.add_argument(
+        "--trust-proxies", type=int, metavar="N", help="proxies whose X-Forwarded-For counts (0)"
+    )
+    serve.add_argument(
+        "--allow-localhost-webhooks",
+        action="store_true",
+        default=None,
+        help="allow http:// webhooks to loopback (development only)",
+    )
+    serve.add_argument("--node-id", help="name in /api/health (default: the hostname)")
+    serve.add_argument("--config", metavar="TOML", help="language configuration file")
+    serve.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="log level (info)"
+    )
+    serve.set_defaults(func=_cmd_serve)
 
     check = sub.add_parser(
         "check", help="report what this host offers and whether strict mode can run"

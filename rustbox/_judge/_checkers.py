@@ -97,13 +97,48 @@ class FloatChecker:
         return Checked(True, f"{len(want)} tokens match within {self.tolerance:g}")
 
 
+# Runs a Python checker so that an uncaught exception is a checker failure (exit 3),
+# not exit 1, which would read as "wrong answer".
+_PYTHON_CHECKER = (
+    "import runpy, sys, traceback\n"
+    "try:\n"
+    "    runpy.run_path(sys.argv[1], run_name='__main__')\n"
+    "except SystemExit:\n"
+    "    raise\n"
+    "except BaseException:\n"
+    "    traceback.print_exc()\n"
+    "    sys.exit(3)\n"
+)
+
+
 @attrs.frozen
 class CustomChecker:
-    """A checker program, run sandboxed: ``command`` with ``files`` in /box."""
+    """A checker program, run sandboxed: ``command`` with ``files`` in /box.
+
+    It finds ``input``, ``expected`` and ``output`` in its working directory and
+    answers with its exit code: 0 accepted, 1 wrong answer, anything else (or a
+    limit) is a checker failure, IE.
+    """
 
     command: tuple[str, ...]
     files: tuple[tuple[str, bytes], ...] = ()
     name: str = "custom"
+
+    @classmethod
+    def python(cls, source: bytes, filename: str = "checker.py") -> CustomChecker:
+        """A Python checker; an exception it does not catch is IE, never WA."""
+        return cls(("/usr/bin/python3", filename), ((filename, source),))
+
+    def argv(self) -> list[str]:
+        """The command to run; ``python3 X.py`` runs X.py under the crash guard."""
+        command = list(self.command)
+        if (
+            len(command) == 2
+            and command[0].rsplit("/", 1)[-1].startswith("python")
+            and command[1].endswith(".py")
+        ):
+            return [command[0], "-c", _PYTHON_CHECKER, command[1]]
+        return command
 
 
 Checker = ExactChecker | TokenChecker | FloatChecker | CustomChecker

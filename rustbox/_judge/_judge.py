@@ -219,7 +219,7 @@ async def _check(
     for name, data in checker.files:
         files[name] = File(data, executable=True)
     verdict_run = await sv.run(
-        list(checker.command),
+        checker.argv(),
         files=files,
         limits=Limits(memory="512M", cpu_time=10, wall_time=20, processes=16),
     )
@@ -286,7 +286,6 @@ async def judge(
             return JudgeReport(language.name, Verdict.CE, why, compiled, ())
         files = {name: File(result.files[name], executable=True) for name in language.artifacts}
 
-    argv = list(language.fill(language.run, code))
     results: list[CaseResult | None] = [None] * len(cases)
     cutoff = len(cases)  # cases past the first failure are not needed when stopping early
     scopes: dict[int, anyio.CancelScope] = {}
@@ -297,15 +296,18 @@ async def judge(
             scopes[index] = scope
             if index > cutoff:
                 return
+            run_limits = test.limits or limits or language.run_limits
             result = await sv.run(
-                argv,
+                list(language.fill(language.run, code, run_limits)),
                 files=files,
                 stdin=test.stdin,
-                limits=test.limits or limits or language.run_limits,
+                limits=run_limits,
                 env=env,
             )
             message = None
             verdict = _FROM_STATUS[result.status]
+            if verdict in (Verdict.RE, Verdict.SIG) and language.reports_oom(result.stderr):
+                verdict, message = Verdict.MLE, "the runtime reported running out of memory"
             if verdict is Verdict.AC and test.expected is not None:
                 verdict, message = await _check(sv, the_checker, test, result)
             results[index] = CaseResult(

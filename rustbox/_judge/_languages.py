@@ -39,6 +39,14 @@ EXTENSIONS = {
 }
 
 _JAVA_CLASS = re.compile(r"public\s+(?:(?:final|abstract|strictfp)\s+)*class\s+([A-Za-z_$][\w$]*)")
+# Comments, string and char literals: where "public class X" does not count.
+_JAVA_NOISE = re.compile(
+    r'//[^\n]*|/\*.*?\*/|"""(?:.|\n)*?"""|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'',
+    re.DOTALL,
+)
+#: Share of a run's memory limit a managed runtime's heap may take (the JVM's -Xmx,
+#: V8's old space): the rest is for code, stacks and the runtime itself.
+HEAP_SHARE = 0.75
 
 
 @attrs.frozen
@@ -56,16 +64,34 @@ class Language:
     env: tuple[tuple[str, str], ...] = BASE_ENV
     binds: tuple[str, ...] = ()  #: toolchain directories outside /usr, bound read-only
     version: tuple[str, ...] = ()  #: host command printing the toolchain's version
+    #: What the runtime prints when its own heap limit (sized from the memory
+    #: limit) stops the program: that failure is MLE, not RE.
+    oom_markers: tuple[str, ...] = ()
+
+    def reports_oom(self, stderr: bytes) -> bool:
+        tail = stderr[-65536:]
+        return any(marker.encode() in tail for marker in self.oom_markers)
 
     def class_name(self, code: str) -> str:
         """Java's public class (the file must be named after it), else ``Main``."""
         if self.name != "java":
             return "Main"
-        match = _JAVA_CLASS.search(code)
+        match = _JAVA_CLASS.search(_JAVA_NOISE.sub(" ", code))
         return match.group(1) if match else "Main"
 
-    def fill(self, argv: Iterable[str], code: str) -> tuple[str, ...]:
-        values = {"source": self.source_name(code), "class": self.class_name(code)}
+    def fill(self, argv: Iterable[str], code: str, limits: Limits | None = None) -> tuple[str, ...]:
+        """Fill ``{source}``, ``{class}``, ``{memory_mb}`` and ``{heap_mb}`` into a command.
+
+        ``{heap_mb}`` is HEAP_SHARE of the run's memory limit, so a managed
+        runtime's heap follows the limit the run really has (per profile, per case).
+        """
+        memory = (limits or self.run_limits).memory
+        values = {
+            "source": self.source_name(code),
+            "class": self.class_name(code),
+            "memory_mb": str(memory // MiB),
+            "heap_mb": str(max(16, int(memory * HEAP_SHARE) // MiB)),
+        }
         return tuple(arg.format(**values) for arg in argv)
 
     def source_name(self, code: str) -> str:
@@ -78,6 +104,7 @@ def _judge(mem: int, cpu: float, wall: float, procs: int, nofile: int, fsize: in
         cpu_time=cpu,
         wall_time=wall,
         processes=procs,
+        nproc=procs,
         open_files=nofile,
         file_size=fsize * MiB,
     )
@@ -168,8 +195,11 @@ def builtin_languages() -> dict[str, Language]:
             compile=(
                 "/bin/sh",
                 "-c",
-                "javac -J-Xss64m -J-XX:-UsePerfData -encoding UTF-8 -d classes {source} "
+                # The file name is an argument, never shell text ($ is legal in Java names).
+                'javac -J-Xss64m -J-XX:-UsePerfData -encoding UTF-8 -d classes "$1" '
                 "&& jar -J-XX:-UsePerfData cf main.jar -C classes .",
+                "javac",
+                "{source}",
             ),
             compile_limits=_compile_limits(mem=1024),
             artifacts=("main.jar",),
@@ -178,22 +208,24 @@ def builtin_languages() -> dict[str, Language]:
                 "-XX:-UsePerfData",
                 "-XX:+UseSerialGC",
                 "-Xss64m",
-                "-XX:MaxRAM=512m",
+                "-Xmx{heap_mb}m",
                 "-cp",
                 "main.jar",
                 "{class}",
             ),
             run_limits=_judge(512, 8, 10, 1024, 128, 2),
             binds=_java_config(),
+            oom_markers=("java.lang.OutOfMemoryError",),
             version=("/usr/bin/java", "-version"),
         ),
         Language(
             name="javascript",
             aliases=("js", "node", "nodejs"),
             source="main.js",
-            run=("/usr/bin/node", "--max-old-space-size=448", "{source}"),
+            run=("/usr/bin/node", "--max-old-space-size={heap_mb}", "{source}"),
             run_limits=_judge(512, 8, 12, 16, 64, 1),
             version=("/usr/bin/node", "--version"),
+            oom_markers=("JavaScript heap out of memory",),
         ),
         Language(
             name="typescript",
@@ -209,9 +241,10 @@ def builtin_languages() -> dict[str, Language]:
             ),
             compile_limits=_compile_limits(),
             artifacts=("main.js",),
-            run=("/usr/bin/node", "--max-old-space-size=448", "main.js"),
+            run=("/usr/bin/node", "--max-old-space-size={heap_mb}", "main.js"),
             run_limits=_judge(512, 8, 12, 16, 128, 1),
             version=("esbuild", "--version"),
+            oom_markers=("JavaScript heap out of memory",),
         ),
         Language(
             name="go",
@@ -253,6 +286,7 @@ def executor_profile(language: Language) -> Language:
         cpu_time=30,
         wall_time=60,
         processes=max(64, language.run_limits.processes),
+        nproc=max(64, language.run_limits.processes),
         open_files=max(256, language.run_limits.open_files),
         file_size=64 * MiB,
         box_size=256 * MiB,
@@ -343,7 +377,9 @@ def _convert(field: str, key: str, value: Any, base: Language | None) -> Any:
             return attrs.evolve(start, **given) if isinstance(start, Limits) else Limits(**given)
         except TypeError as exc:
             raise InvalidInput(f"{field}.{key}", str(exc)) from None
-    if key in ("run", "compile", "aliases", "artifacts", "binds", "version"):
+        except InvalidInput as exc:
+            raise InvalidInput(f"{field}.{key}.{exc.field}", exc.problem) from None
+    if key in ("run", "compile", "aliases", "artifacts", "binds", "version", "oom_markers"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidInput(f"{field}.{key}", "expected a list of strings")
         return tuple(value)

@@ -487,9 +487,7 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
         (resource.RLIMIT_CPU, cpu, cpu + 1),
         (resource.RLIMIT_FSIZE, limits.file_size, limits.file_size),
         (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
-        # Equal to pids.max (judges' clients read it). The rlimit is checked first,
-        # so a refused fork may not show in pids.events; pids.peak still does.
-        (resource.RLIMIT_NPROC, limits.processes, limits.processes),
+        (resource.RLIMIT_NPROC, limits.nproc_rlimit, limits.nproc_rlimit),
         (resource.RLIMIT_STACK, limits.stack, limits.stack),
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_MEMLOCK, 0, 0),
@@ -522,7 +520,7 @@ class CgroupAttached(_RunStage):
         limits = order.limits
         controls += [
             f"rlimits: cpu={math.ceil(limits.cpu_time) + 1}s fsize={limits.file_size} "
-            f"nofile={limits.open_files} nproc={limits.processes} stack={limits.stack} "
+            f"nofile={limits.open_files} nproc={limits.nproc_rlimit} stack={limits.stack} "
             "core=0 memlock=0 msgqueue=0"
             + (f" as={limits.address_space}" if limits.address_space else ""),
             "fds: only 0, 1, 2 reach the program",

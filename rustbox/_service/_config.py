@@ -91,9 +91,7 @@ class ServiceConfig:
     #: On shutdown, how long running submissions may finish before they are killed.
     drain_timeout: float = attrs.field(default=30.0, validator=_non_negative("drain_timeout"))
     #: After the drain, how long open HTTP connections get to finish their responses.
-    graceful_timeout: float = attrs.field(
-        default=5.0, validator=_non_negative("graceful_timeout")
-    )
+    graceful_timeout: float = attrs.field(default=5.0, validator=_non_negative("graceful_timeout"))
     #: Requests per second per client address (token bucket refill); 0 disables the limit.
     rate_limit: float = attrs.field(default=50.0, validator=_non_negative("rate_limit"))
     #: Bucket size: the burst a client may send at once.

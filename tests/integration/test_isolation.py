@@ -472,7 +472,7 @@ async def test_configured_limits_and_exact_env() -> None:
         assert rl["MEMLOCK"] == [0, 0]
         assert rl["CPU"][0] == math.ceil(3.5) + 1
         assert rl["CPU"][0] <= rl["CPU"][1] != -1  # a finite hard backstop
-        assert rl["NPROC"] == [12, 12]
+        assert rl["NPROC"] == [13, 13]
         assert rl["AS"] == [900 * MiB, 900 * MiB]
         assert "size=8192k" in mounts["/box"]["super"]
         assert "nr_inodes=512" in mounts["/box"]["super"]
@@ -481,7 +481,7 @@ async def test_configured_limits_and_exact_env() -> None:
     with showing(default_facts):
         assert default_facts["rlimits"]["AS"] == [-1, -1]
         assert default_facts["rlimits"]["CPU"][0] == math.ceil(2.0) + 1
-        assert default_facts["rlimits"]["NPROC"] == [16, 16]
+        assert default_facts["rlimits"]["NPROC"] == [17, 17]
         assert default_facts["environ"] == DEFAULT_ENV
 
 
