@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install toolchains demo test test-unit bench lint clean
+.PHONY: install toolchains demo test test-unit bench lint docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rustbox tests examples bench
 	$(VENV)/bin/mypy --strict rustbox
 
+# The documentation site (mkdocs.yml, docs/*.md) into site/; --strict fails on a broken
+# link or anchor, so CI checks that the docs build.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache site
