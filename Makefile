@@ -35,6 +35,7 @@ bench: $(STAMP) toolchains
 	$(PY) bench/bench_cost.py
 	$(PY) bench/bench_judge.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_service.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rustbox tests examples bench

@@ -373,7 +373,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    anyio.run(main, backend=config.backend)
+    try:
+        anyio.run(main, backend=config.backend)
+    except BaseExceptionGroup as group:  # a start-up failure, e.g. the port is taken
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        raise leaf from None
     return EXIT_OK
 
 

@@ -692,6 +692,10 @@ class CgroupTree:
             memory.write("memory.limit_in_bytes", str(limits.memory))
             if self._swap_file is not None:
                 memory.write(self._swap_file, str(limits.memory))
+            # v1 charges socket buffers only once this limit is set: without it, a
+            # run's TCP buffers are host memory it does not pay for.
+            if memory.read("memory.kmem.tcp.limit_in_bytes") is not None:
+                memory.write("memory.kmem.tcp.limit_in_bytes", str(limits.memory))
         if "pids" in self.controllers:
             group._dir("pids").write("pids.max", str(limits.pids))
 

@@ -203,6 +203,8 @@ def main(argv: list[str]) -> NoReturn:
     _sys.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != expected_parent:
         os._exit(0)  # the supervisor died before PDEATHSIG was armed
+    # Whatever the caller's process let its children inherit stops here.
+    _sys.close_range(SUPERVISOR_FD + 1)
     try:
         Launcher(socket.socket(fileno=SUPERVISOR_FD), pool_size, base).serve()
     finally:

@@ -84,8 +84,6 @@ def _service(request: Request) -> Service:
 async def submit(request: Request) -> Response:
     service = _service(request)
     config = service.config
-    if not service.accepting:
-        return _error(503, service.unavailable or "the service is shutting down")
     try:
         body = await _read_body(request, config.max_body)
     except _BodyTooLarge:
@@ -96,6 +94,8 @@ async def submit(request: Request) -> Response:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _error(400, f"body: not valid JSON: {exc}")
+    except RecursionError:
+        return _error(400, "body: JSON nested too deeply")
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         return _error(400, f"Idempotency-Key: must be 1-{MAX_IDEMPOTENCY_KEY} characters")

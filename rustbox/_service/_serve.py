@@ -14,6 +14,7 @@ import sniffio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIFramework
 
+from rustbox._errors import InvalidInput
 from rustbox._service._app import create_app
 from rustbox._service._config import ServiceConfig
 from rustbox._service._service import Service
@@ -28,9 +29,9 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(1024)
-    except BaseException:
+    except OSError as exc:
         sock.close()
-        raise
+        raise InvalidInput("host/port", f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
 
 
@@ -68,13 +69,12 @@ async def serve(
     with hypercorn. On shutdown the service drains first (new submissions get
     503, results are still served), then hypercorn closes the connections.
     """
+    service = Service(config, resolver=resolver)
     sock = _listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    service = Service(config, resolver=resolver)
     app = cast(ASGIFramework, create_app(service=service, manage_service=False))
     hyper = HypercornConfig()
-    hyper.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from here on
     hyper.graceful_timeout = config.graceful_timeout
     hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.accesslog = None
@@ -95,12 +95,16 @@ async def serve(
 
         hypercorn_serve = hypercorn.asyncio.serve  # type: ignore[assignment]
 
-    async with service:
-        task_status.started(url)
-        service.log.info("listening", url=url)
-        # In a task of its own: on Python 3.11, hypercorn's asyncio TaskGroup leaves its
-        # task with a cancellation request pending, which would cancel what follows.
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(
-                partial(hypercorn_serve, app, hyper, shutdown_trigger=trigger, mode="asgi")
-            )
+    try:
+        async with service:
+            hyper.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from here on
+            task_status.started(url)
+            service.log.info("listening", url=url)
+            # In a task of its own: on Python 3.11, hypercorn's asyncio TaskGroup leaves
+            # its task with a cancellation request pending, which would cancel what follows.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    partial(hypercorn_serve, app, hyper, shutdown_trigger=trigger, mode="asgi")
+                )
+    finally:
+        sock.close()  # only if the service failed to start (detached otherwise)

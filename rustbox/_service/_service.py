@@ -127,11 +127,12 @@ class Service:
         self._toolchain_lock: anyio.Lock | None = None
         self._sender: WebhookSender | None = None
         self._drain_scope: anyio.CancelScope | None = None
+        self._drain_cut = False
 
     # -- lifecycle ---------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._started = self._started or anyio.Event()
+        self._started = anyio.Event()
         self._changed = anyio.Event()
         self._toolchain_lock = anyio.Lock()
         self._queue = WorkQueue(self.config.queue_size)
@@ -162,8 +163,8 @@ class Service:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             await self._recover()
             if self._sv is not None:
-                for n in range(self.config.workers):
-                    self._tg.start_soon(self._worker, n)
+                for _ in range(self.config.workers):
+                    self._tg.start_soon(self._worker)
                 self._tg.start_soon(self._reaper)
             self._accepting = True
             self._stack = stack.pop_all()
@@ -192,11 +193,6 @@ class Service:
             self._tg.cancel_scope.cancel()  # workers, reaper, webhook deliveries
             await self._stack.aclose()
             self.log.info("service stopped")
-
-    async def wait_started(self) -> None:
-        if self._started is None:
-            self._started = anyio.Event()
-        await self._started.wait()
 
     async def _recover(self) -> None:
         """Runs a previous process left: running ones are errors, pending ones run now.
@@ -246,9 +242,8 @@ class Service:
             with anyio.move_on_after(timeout) as self._drain_scope:
                 await self._wait_idle()
             if self._running:
-                reason = (
-                    f"the service shut down before the run finished (drain timeout {timeout:g} s)"
-                )
+                why = "drain cut short" if self._drain_cut else f"drain timeout {timeout:g} s"
+                reason = f"the service shut down before the run finished ({why})"
                 self.log.warning("killing runs at shutdown", running=len(self._running))
                 for handle in self._running.values():
                     handle.reason = reason
@@ -260,6 +255,7 @@ class Service:
 
     def cut_drain(self) -> None:
         """End a drain now: the runs still going are killed and recorded as errors."""
+        self._drain_cut = True
         if self._drain_scope is not None:
             self._drain_scope.cancel()
 
@@ -306,6 +302,8 @@ class Service:
         cgroup = self.host.cgroup if self.host else None
         if self._draining:
             status = "draining"
+        elif self._started is None or not self._started.is_set():
+            status = "starting"
         elif self.unavailable:
             status = "degraded"
         else:
@@ -368,17 +366,21 @@ class Service:
         *,
         log: Any = None,
     ) -> tuple[SubmissionRecord, bool]:
-        """Store and queue; (record, created). Raises Unavailable or IdempotencyConflict."""
-        if not self._accepting:
-            raise Unavailable("the service is shutting down; retry on another node or later")
-        if self.unavailable:
-            raise Unavailable(self.unavailable)
-        assert self._queue is not None
+        """Store and queue; (record, created). Raises Unavailable or IdempotencyConflict.
+
+        A replayed Idempotency-Key answers even while draining: the client
+        retrying a lost response gets its id rather than a 503.
+        """
         fingerprint = request.fingerprint()
         if idempotency_key is not None:
             existing = await self.store.get_by_key(idempotency_key)
             if existing is not None:
                 return self._replay(existing, fingerprint), False
+        if not self._accepting:
+            raise Unavailable("the service is shutting down; retry on another node or later")
+        if self.unavailable:
+            raise Unavailable(self.unavailable)
+        assert self._queue is not None
         if not self._queue.try_reserve():
             raise Unavailable(
                 f"the queue is full ({self._queue.capacity} submissions waiting); retry later"
@@ -401,9 +403,7 @@ class Service:
         if not created:
             self._queue.release()
             return self._replay(stored, fingerprint), False
-        waiter = self._waiters.get(stored.id)
-        if waiter is None:
-            self._waiters[stored.id] = _Waiter(anyio.Event())
+        self._waiters[stored.id] = _Waiter(anyio.Event())  # before a worker can end it
         self._queue.put_reserved(stored)
         (log or self.log).debug("submission accepted", submission=stored.id, language=language)
         return stored, True
@@ -438,7 +438,7 @@ class Service:
 
     # -- workers ------------------------------------------------------------
 
-    async def _worker(self, n: int) -> None:
+    async def _worker(self) -> None:
         assert self._queue is not None
         while not self._draining:
             queued: SubmissionRecord | None = None

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
+from rustbox._errors import InvalidInput
 from rustbox._service._model import (
     Outcome,
     Status,
@@ -189,11 +190,14 @@ class SqliteStore:
     # -- sync core (each call takes the lock) -----------------------------
 
     def open_sync(self) -> None:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise InvalidInput("db", f"cannot open SQLite database {self.path!r}: {exc}") from None
         self._conn = conn
 
     def close_sync(self) -> None:

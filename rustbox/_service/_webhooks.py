@@ -42,6 +42,10 @@ MAX_BACKOFF = 60.0
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
+class UnresolvedHost(InvalidInput):
+    """The name did not resolve: refused at submit time, retried at delivery time."""
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for ``host``."""
     infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -126,7 +130,7 @@ async def check_webhook_url(
         try:
             addresses = await resolver(host, port)
         except OSError as exc:
-            raise InvalidInput(field, f"cannot resolve {host!r}: {exc}") from None
+            raise UnresolvedHost(field, f"cannot resolve {host!r}: {exc}") from None
         if not addresses:
             raise InvalidInput(field, f"{host!r} resolves to no address")
     checked = []
@@ -136,7 +140,8 @@ async def check_webhook_url(
             raise InvalidInput(field, f"{host!r} resolves to {address!r}, not an IP address")
         problem = address_problem(ip, allow_loopback=allow_localhost)
         if problem:
-            raise InvalidInput(field, f"refused: {host} -> {problem}")
+            where = problem if literal is not None else f"{host} resolves to {problem}"
+            raise InvalidInput(field, f"refused: {where}")
         checked.append(ip)
     if scheme == "http" and not all(ip.is_loopback for ip in checked):
         raise InvalidInput(field, "must be an https:// URL (http only to loopback, when allowed)")
@@ -211,11 +216,14 @@ class WebhookSender:
                 target = await check_webhook_url(
                     url, allow_localhost=self.allow_localhost, resolver=self.resolver
                 )
+            except UnresolvedHost as exc:  # DNS trouble may pass: retry
+                target, retry, error = None, True, exc.problem
             except InvalidInput as exc:
                 # refused now (e.g. the name was rebound to a private address)
                 self.on_attempt("refused")
                 return Delivery(WebhookState.FAILED, attempt, exc.problem)
-            retry, error = await self._attempt(target, message_id, secret, body)
+            if target is not None:
+                retry, error = await self._attempt(target, message_id, secret, body)
             if error is None:
                 self.on_attempt("delivered")
                 return Delivery(WebhookState.DELIVERED, attempt, None)

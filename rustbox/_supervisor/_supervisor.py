@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pickle
@@ -88,6 +89,7 @@ class _RunState:
     def __init__(self) -> None:
         self.pidfd: int | None = None
         self.closing = False  #: the Supervisor is closing: kill on sight
+        self.submitted = False  #: the launcher has the run (a proxy may start it)
         self.started_at: float | None = None
         self.report: ProxyReport | None = None
         self.proxy_gone = False
@@ -345,6 +347,7 @@ class Supervisor:
             try:
                 launcher = await self._ensure_launcher()
                 await launcher.submit(spec.run_id, child_fds)
+                state.submitted = True
             finally:
                 for fd in child_fds:
                     if fd != control_child.fileno():
@@ -505,6 +508,14 @@ class Supervisor:
         and its own exit only tears down namespaces. Without a report it runs
         inline. Either way the uid is freed only once the cgroup is gone.
         """
+        if state.submitted and state.pidfd is None:
+            # The launcher took the run but never said which proxy has it: a late
+            # proxy could still start it under this uid, so the uid stays locked.
+            log.warning("no proxy confirmed for a submitted run; its uid stays locked")
+            self._active.discard(state)
+            self._released.set()
+            self._released = anyio.Event()
+            return
         try:
             with anyio.CancelScope(shield=True):
                 if state.pidfd is not None:
@@ -530,12 +541,20 @@ class Supervisor:
 
 
 def _stdin_fd(data: bytes) -> int:
-    """stdin as a read-only memfd: no writer task, no pipe deadlock, any size."""
-    fd = os.memfd_create("rustbox-stdin", os.MFD_CLOEXEC)
+    """stdin as a sealed, read-only memfd: no writer task, no pipe deadlock, any size.
+
+    The seals hold even if the program reopens /proc/self/fd/0 for writing.
+    """
+    fd = os.memfd_create("rustbox-stdin", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL,
+        )
         return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(fd)

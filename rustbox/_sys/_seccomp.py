@@ -69,6 +69,7 @@ BPF_MAXINSNS = 4096
 # sit at the start of each 8-byte slot.
 _OFF_NR = 0
 _OFF_ARCH = 4
+_AF_NETLINK = 16
 
 
 def _off_arg_lo(i: int) -> int:
@@ -128,6 +129,17 @@ _X86_64_TABLE: Mapping[str, int] = {
     "read": 0,
     "ioctl": 16,
     "getpid": 39,
+    "socket": 41,
+    "socketpair": 53,
+    "modify_ldt": 154,
+    "sync": 162,
+    "io_setup": 206,
+    "io_destroy": 207,
+    "io_getevents": 208,
+    "io_submit": 209,
+    "io_cancel": 210,
+    "syncfs": 306,
+    "io_pgetevents": 333,
     "clone": 56,
     "ptrace": 101,
     "syslog": 103,
@@ -175,6 +187,16 @@ _X86_64_TABLE: Mapping[str, int] = {
 
 # From <asm-generic/unistd.h>, which arm64 uses; 424+ are shared by all arches.
 _AARCH64_TABLE: Mapping[str, int] = {
+    "io_setup": 0,
+    "io_destroy": 1,
+    "io_submit": 2,
+    "io_cancel": 3,
+    "io_getevents": 4,
+    "sync": 81,
+    "socket": 198,
+    "socketpair": 199,
+    "syncfs": 267,
+    "io_pgetevents": 292,
     "lookup_dcookie": 18,
     "ioctl": 29,
     "umount2": 39,
@@ -232,7 +254,7 @@ _ARCHES: Mapping[str, _Arch] = {
         name="aarch64",
         audit_arch=0xC00000B7,  # EM_AARCH64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
         table=_AARCH64_TABLE,
-        absent=frozenset({"iopl", "ioperm", "uselib"}),
+        absent=frozenset({"iopl", "ioperm", "uselib", "modify_ldt"}),
         reject_x32=False,
     ),
 }
@@ -261,6 +283,11 @@ class SeccompPolicy:
     clone_denied_flags: int
     personality_allowed: tuple[int, ...]
     ioctl_denied: tuple[tuple[str, int], ...]
+    #: socket()/socketpair() families allowed; others fail with EAFNOSUPPORT. AF_VSOCK
+    #: in particular ignores network namespaces and would reach the VM host.
+    socket_families: tuple[int, ...] = (1, 2, 10, 16)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+    #: AF_NETLINK protocols allowed (NETLINK_ROUTE, for getifaddrs); not e.g. uevents.
+    netlink_protocols: tuple[int, ...] = (0,)
 
 
 DEFAULT_POLICY = SeccompPolicy(
@@ -318,18 +345,34 @@ DEFAULT_POLICY = SeccompPolicy(
         "quotactl_fd",
         "syslog",
         "vhangup",
+        "sync",  # host-wide writeback on demand
+        "syncfs",
         # keyrings
         "add_key",
         "keyctl",
         "request_key",
-        # x86 port I/O, legacy
+        # x86 port I/O and descriptor tables, legacy
         "iopl",
         "ioperm",
+        "modify_ldt",
         "uselib",
         # LSM
         "lsm_set_self_attr",
     ),
-    enosys=("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register", "memfd_secret"),
+    enosys=(
+        "clone3",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "memfd_secret",
+        # Linux AIO: fs.aio-max-nr is host-wide, one run could exhaust it for all
+        "io_setup",
+        "io_destroy",
+        "io_submit",
+        "io_cancel",
+        "io_getevents",
+        "io_pgetevents",
+    ),
     clone_denied_flags=(
         CLONE_NEWNS
         | CLONE_NEWUTS
@@ -446,7 +489,23 @@ def build_filter(machine: str | None = None, *, policy: SeccompPolicy = DEFAULT_
     asm.jump(BPF_JEQ, arch.table["clone"], jt="clone")
     asm.jump(BPF_JEQ, arch.table["personality"], jt="personality")
     asm.jump(BPF_JEQ, arch.table["ioctl"], jt="ioctl")
+    asm.jump(BPF_JEQ, arch.table["socket"], jt="socket")
+    asm.jump(BPF_JEQ, arch.table["socketpair"], jt="socket")
     asm.ret(SECCOMP_RET_ALLOW)
+
+    asm.label("socket")  # socket(family, type, protocol)
+    asm.load_abs(_off_arg_lo(0))
+    for family in policy.socket_families:
+        if family != _AF_NETLINK:
+            asm.jump(BPF_JEQ, family, jt="allow")
+    if _AF_NETLINK in policy.socket_families:
+        asm.jump(BPF_JEQ, _AF_NETLINK, jt="netlink")
+    asm.ret(SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT)
+    asm.label("netlink")
+    asm.load_abs(_off_arg_lo(2))
+    for protocol in policy.netlink_protocols:
+        asm.jump(BPF_JEQ, protocol, jt="allow")
+    asm.ret(SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT)
 
     asm.label("clone")  # clone(flags, ...): flags are arg 0 on both machines
     asm.load_abs(_off_arg_lo(0))

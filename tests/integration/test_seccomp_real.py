@@ -475,3 +475,55 @@ def test_capset_keeps_high_word() -> None:
         assert after == _sys.CapSets(keep, keep, 0)
 
     assert_child_ok(body)
+
+
+SOCKET, SOCKETPAIR = 41, 53  # x86_64
+
+
+def test_socket_families_and_host_wide_resources() -> None:
+    """Only unix, inet, inet6 and route-netlink sockets; no vsock (it ignores network
+    namespaces and reaches the VM host), no uevent netlink, no Linux AIO (a host-wide
+    quota), no LDT changes, no host-wide sync."""
+
+    def body(log: Log) -> None:
+        enter_seccomp()
+        af_vsock, af_packet, af_tipc = 40, 17, 30
+        for family in (af_vsock, af_packet, af_tipc):
+            expect_errno(
+                log, f"socket({family})", SOCKET, errno.EAFNOSUPPORT, family, socket.SOCK_STREAM, 0
+            )
+        expect_errno(
+            log,
+            "socketpair(vsock)",
+            SOCKETPAIR,
+            errno.EAFNOSUPPORT,
+            af_vsock,
+            socket.SOCK_STREAM,
+            0,
+            0,
+        )
+        netlink_kobject_uevent = 15
+        expect_errno(
+            log,
+            "netlink uevent",
+            SOCKET,
+            errno.EPROTONOSUPPORT,
+            socket.AF_NETLINK,
+            socket.SOCK_RAW,
+            netlink_kobject_uevent,
+        )
+        for family, kind in (
+            (socket.AF_UNIX, socket.SOCK_STREAM),
+            (socket.AF_INET, socket.SOCK_DGRAM),
+            (socket.AF_INET6, socket.SOCK_DGRAM),
+        ):
+            socket.socket(family, kind).close()
+        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()  # NETLINK_ROUTE
+        a, b = socket.socketpair()
+        a.close()
+        b.close()
+        expect_errno(log, "io_setup", 206, errno.ENOSYS, 1, 0)
+        expect_errno(log, "modify_ldt", 154, errno.EPERM, 0, 0, 0)
+        expect_errno(log, "syncfs", 306, errno.EPERM, 0)
+
+    assert_child_ok(body)
