@@ -69,6 +69,12 @@ class UidLease:
     def held(self) -> bool:
         return self._fd >= 0
 
+    def fileno(self) -> int:
+        """The lock descriptor: a process holding a duplicate keeps the uid locked."""
+        if self._fd < 0:
+            raise ValueError("the lease was released")
+        return self._fd
+
     def __enter__(self) -> UidLease:
         return self
 

@@ -12,8 +12,8 @@ reason). A warm proxy serves exactly one run; the launcher forks a
 replacement while that run proceeds.
 
 Protocol on fd 3 (a SOCK_SEQPACKET socket to the supervisor): each datagram
-is a pickled ``("run", run_id)`` carrying five fds (spec memfd, control
-socket, stdin, stdout, stderr). The launcher passes them to a warm proxy and
+is a pickled ``("run", run_id)`` carrying six fds (spec memfd, control
+socket, stdin, stdout, stderr, the uid lock). The launcher passes them to a warm proxy and
 sends ``("spawned", pid)`` with a pidfd of the proxy on the run's control
 socket. End of file on fd 3 means the supervisor is gone: the launcher exits,
 and PDEATHSIG takes every proxy with it.
@@ -35,7 +35,7 @@ from rustbox._sandbox import _proxy
 from rustbox._sandbox._spec import BaseTree
 
 SUPERVISOR_FD = 3
-_FDS_PER_RUN = 5
+_FDS_PER_RUN = 6
 
 
 class _Warm:

@@ -351,8 +351,9 @@ def warm_main(channel_fd: int, launcher_pidfd: int, base: BaseTree) -> NoReturn:
 
     Right away it builds its namespaces and the shared part of the root, and
     forks the template that drops privileges and installs the filter. Then it
-    waits on its channel for one run: five fds (spec, control, stdin, stdout,
-    stderr). A run handed to it pays only for the stages that need the run.
+    waits on its channel for one run: six fds (spec, control, stdin, stdout,
+    stderr, and the uid lock, which it keeps until it exits). A run handed to
+    it pays only for the stages that need the run.
     """
     code = 0
     try:
@@ -369,9 +370,11 @@ def warm_main(channel_fd: int, launcher_pidfd: int, base: BaseTree) -> NoReturn:
         channel = socket.socket(fileno=channel_fd)
         data, fds, _, _ = socket.recv_fds(channel, 64, 8)
         channel.close()
-        if not data or len(fds) != 5:
+        if not data or len(fds) != 6:
             os._exit(0)  # the launcher is retiring this proxy
-        spec_fd, control_fd, *stdio = fds
+        # The uid lock stays open here until this proxy exits: however late it
+        # got its run, no other run can take its uid while it lives.
+        spec_fd, control_fd, *stdio, _uid_lock = fds
         code = _answer(spec_fd, control_fd, stdio, warm, failure)
     finally:
         os._exit(code)

@@ -89,7 +89,6 @@ class _RunState:
     def __init__(self) -> None:
         self.pidfd: int | None = None
         self.closing = False  #: the Supervisor is closing: kill on sight
-        self.submitted = False  #: the launcher has the run (a proxy may start it)
         self.started_at: float | None = None
         self.report: ProxyReport | None = None
         self.proxy_gone = False
@@ -337,7 +336,7 @@ class Supervisor:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             owned += [out_r, err_r]
-            child_fds += [out_w, err_w]
+            child_fds += [out_w, err_w, os.dup(lease.fileno())]
             for fd in (out_r, err_r):
                 os.set_blocking(fd, False)
             streams = [
@@ -347,7 +346,6 @@ class Supervisor:
             try:
                 launcher = await self._ensure_launcher()
                 await launcher.submit(spec.run_id, child_fds)
-                state.submitted = True
             finally:
                 for fd in child_fds:
                     if fd != control_child.fileno():
@@ -508,14 +506,6 @@ class Supervisor:
         and its own exit only tears down namespaces. Without a report it runs
         inline. Either way the uid is freed only once the cgroup is gone.
         """
-        if state.submitted and state.pidfd is None:
-            # The launcher took the run but never said which proxy has it: a late
-            # proxy could still start it under this uid, so the uid stays locked.
-            log.warning("no proxy confirmed for a submitted run; its uid stays locked")
-            self._active.discard(state)
-            self._released.set()
-            self._released = anyio.Event()
-            return
         try:
             with anyio.CancelScope(shield=True):
                 if state.pidfd is not None:
