@@ -115,6 +115,9 @@ def test_create_writes_limits(tree: CgroupTree) -> None:
             if tree.describe()["swap_limit"]:
                 assert int((memory / "memory.memsw.limit_in_bytes").read_text()) == 32 * MiB
             assert (ROOT / "pids" / tree.parent / "limits" / "pids.max").read_text() == "7\n"
+            tcp = memory / "memory.kmem.tcp.limit_in_bytes"
+            if tcp.exists():  # socket buffers are charged to the run only once this is set
+                assert int(tcp.read_text()) == 32 * MiB
             if "freezer" in tree.controllers:
                 assert (ROOT / "freezer" / tree.parent / "limits" / "freezer.state").exists()
         else:
