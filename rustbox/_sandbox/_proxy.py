@@ -42,7 +42,6 @@ class _Run:
         self.started = 0.0
         self.actions: list[tuple[float, str, str]] = []
         self.kill_reason: str | None = None
-        self.proxy_setup: list[tuple[str, float]] = []
 
     def kill_all(self, reason: str, why: str) -> None:
         if self.kill_reason is None:
