@@ -555,3 +555,24 @@ async def test_setuid_binary_gains_nothing(setuid_root_probe: str) -> None:
         uid = result.evidence.uid
         assert uid in UID_POOL
         assert result.stdout.decode().split() == [str(uid), str(uid)], result.stdout
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_stdin_cannot_be_rewritten() -> None:
+    """stdin is a sealed memfd: reopening /proc/self/fd/0 for writing gets nowhere."""
+    probe = (
+        "import os\n"
+        "try:\n"
+        "    fd = os.open('/proc/self/fd/0', os.O_WRONLY)\n"
+        "    os.write(fd, b'X')\n"
+        "    print('rewrote stdin')\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno)\n"
+        "print(os.read(0, 100).decode())\n"
+    )
+    async with rustbox.Supervisor() as sv:
+        r = await sv.run(["/usr/bin/python3", "-c", probe], stdin=b"original input")
+    assert r.status is rustbox.Status.OK, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].startswith("refused"), lines
+    assert lines[1] == "original input"
