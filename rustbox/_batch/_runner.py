@@ -180,9 +180,12 @@ def run_batch(options: BatchOptions) -> dict[str, Any]:
                     progress.update(task, rate=f"{rate:.1f}/s")
 
             try:
-                async with Supervisor(
-                    max_concurrency=options.concurrency or (os.cpu_count() or 1)
-                ) as sv:
+                sv = (
+                    Supervisor()
+                    if options.concurrency is None
+                    else Supervisor(max_concurrency=options.concurrency)
+                )
+                async with sv:
                     await grade_all(sv, todo, problems, record, concurrency=options.concurrency)
             finally:
                 if progress is not None:

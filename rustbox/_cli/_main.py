@@ -12,11 +12,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
+import attrs
 
 from rustbox._errors import HostUnsupported, InvalidInput, RustboxError
-from rustbox._host import probe_host
+from rustbox._host._probe import probe_host
 from rustbox._judge import (
     CustomChecker,
     JudgeReport,
@@ -181,21 +183,19 @@ def _cmd_execute_code(args: argparse.Namespace) -> int:
     table = _languages(args)
     language = table.get(args.language)
     submission = Submission(language=language.name, code=args.code)
-    overrides: dict[str, object] = {}
+    base = language.run_limits
+    overrides: dict[str, Any] = {}
     if args.mem is not None:
         overrides["memory"] = _megabytes(args.mem)
     if args.time is not None:
         overrides["cpu_time"] = args.time
+        if args.wall_time is None:
+            overrides["wall_time"] = max(args.time * 2, base.wall_time)
     if args.wall_time is not None:
         overrides["wall_time"] = args.wall_time
     if args.processes is not None:
         overrides["processes"] = args.processes
-    limits = None
-    if overrides:
-        base = language.run_limits
-        if "cpu_time" in overrides and "wall_time" not in overrides:
-            overrides["wall_time"] = max(float(str(overrides["cpu_time"])) * 2, base.wall_time)
-        limits = _evolve(base, overrides)
+    limits = attrs.evolve(base, **overrides) if overrides else None
     stdin = args.stdin.encode() if args.stdin is not None else b""
 
     async def main() -> JudgeReport:
@@ -205,12 +205,6 @@ def _cmd_execute_code(args: argparse.Namespace) -> int:
     report = anyio.run(main)
     print(report.to_json(indent=2))
     return EXIT_OK if report.verdict.value == "AC" else EXIT_VERDICT
-
-
-def _evolve(limits: Limits, changes: dict[str, object]) -> Limits:
-    import attrs
-
-    return attrs.evolve(limits, **changes)  # type: ignore[arg-type]
 
 
 def _checker(spec: str | None) -> str | CustomChecker | None:

@@ -1,7 +1,11 @@
-"""Host resources a run borrows: a cgroup and an unprivileged uid."""
+"""Host resources a run borrows: a cgroup and an unprivileged uid.
+
+``rustbox._host._probe`` (``rustbox check``) is not re-exported: this package is
+imported by the launcher, whose heap every run forks, and the probe pulls in
+subprocess, json and platform.
+"""
 
 from rustbox._host._cgroup import Cgroup, CgroupLimits, CgroupStats, CgroupTree
-from rustbox._host._probe import HostReport, probe_host
 from rustbox._host._uidpool import UidLease, UidPool, UidPoolExhausted
 
 __all__ = [
@@ -9,9 +13,7 @@ __all__ = [
     "CgroupLimits",
     "CgroupStats",
     "CgroupTree",
-    "HostReport",
     "UidLease",
     "UidPool",
     "UidPoolExhausted",
-    "probe_host",
 ]

@@ -20,7 +20,7 @@ import attrs
 
 from rustbox import __version__
 from rustbox._errors import HostUnsupported, InvalidInput
-from rustbox._host import HostReport, probe_host
+from rustbox._host._probe import HostReport, probe_host
 from rustbox._judge import LanguageTable, Submission, Supervisor, Toolchain, probe_toolchains
 from rustbox._service._config import ServiceConfig
 from rustbox._service._log import service_logger

@@ -12,8 +12,15 @@ import pytest
 pytestmark = pytest.mark.root
 
 REQUIRED_KEYS = {
-    "status", "exit_code", "signal", "stdout", "stderr", "cpu_time", "wall_time",
-    "memory_peak", "evidence",
+    "status",
+    "exit_code",
+    "signal",
+    "stdout",
+    "stderr",
+    "cpu_time",
+    "wall_time",
+    "memory_peak",
+    "evidence",
 }
 
 
@@ -33,8 +40,22 @@ def test_run_ok_prints_the_result_as_json(tmp_path: Path) -> None:
     given = tmp_path / "in.txt"
     given.write_text("hello\n")
     proc = rustbox(
-        "run", "--mem", "256M", "--time", "2", "--wall-time", "5", "--processes", "8",
-        "--file", str(solution), "--stdin", str(given), "--", "/usr/bin/python3", "solution.py",
+        "run",
+        "--mem",
+        "256M",
+        "--time",
+        "2",
+        "--wall-time",
+        "5",
+        "--processes",
+        "8",
+        "--file",
+        str(solution),
+        "--stdin",
+        str(given),
+        "--",
+        "/usr/bin/python3",
+        "solution.py",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -55,8 +76,15 @@ def test_run_other_verdicts_exit_1() -> None:
 
 def test_run_collects_files_and_takes_stdin_from_a_pipe() -> None:
     proc = rustbox(
-        "run", "--stdin", "-", "--collect", "out.txt", "--",
-        "/bin/sh", "-c", "cat > out.txt; echo done",
+        "run",
+        "--stdin",
+        "-",
+        "--collect",
+        "out.txt",
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat > out.txt; echo done",
         stdin=b"payload\n",
     )
     assert proc.returncode == 0, proc.stderr

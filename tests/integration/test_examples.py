@@ -40,8 +40,13 @@ def run_example(name: str, *args: str, timeout: float = 60) -> str:
 def test_demo() -> None:
     out = run_example("demo.py")
     for expected in (
-        "verdict OK", "stdout: xobdnas ,olleh", "verdict TLE (cpu)", "verdict MLE",
-        "verdict OLE", "mount tmpfs: denied (EPERM)", "seccomp: filter of",
+        "verdict OK",
+        "stdout: xobdnas ,olleh",
+        "verdict TLE (cpu)",
+        "verdict MLE",
+        "verdict OLE",
+        "mount tmpfs: denied (EPERM)",
+        "seccomp: filter of",
     ):
         assert expected in out, out
     assert "SUCCEEDED" not in out, out
@@ -79,8 +84,16 @@ def free_port() -> int:
 def test_web_service() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "web_service.py"), "--host", "127.0.0.1",
-         "--port", str(port), "--concurrency", "2"],
+        [
+            sys.executable,
+            str(EXAMPLES / "web_service.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--concurrency",
+            "2",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,  # the access log
         stderr=subprocess.PIPE,
@@ -117,10 +130,12 @@ def test_web_service() -> None:
 
             # Concurrent requests share the one Supervisor (two sandboxes at a time here).
             with concurrent.futures.ThreadPoolExecutor(6) as pool:
-                answers = list(pool.map(
-                    lambda n: client.post("/run", json={"code": f"print({n} * {n})"}).json(),
-                    range(6),
-                ))
+                answers = list(
+                    pool.map(
+                        lambda n: client.post("/run", json={"code": f"print({n} * {n})"}).json(),
+                        range(6),
+                    )
+                )
             assert [a["stdout"] for a in answers] == [f"{n * n}\n" for n in range(6)], answers
 
             bad = client.post("/run", json={"code": "1", "limits": {"cpu_time": 60}})
@@ -188,9 +203,7 @@ def test_grading_notebook(tmp_path: Path) -> None:
     assert "all 13 verdicts as expected" in out, out
     assert "graded 13 submissions (61 test cases)" in out, out
     assert "unknown extension '.rb' of main.rb" in out, out
-    images = [
-        o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
-    ]
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 1  # the verdict bar chart and run-time histogram, side by side
     table = out.split("problem  submissions", 1)[1].splitlines()
     (primes,) = [row for row in table if row.startswith("primes ")]

@@ -35,8 +35,20 @@ from rustbox._service import ServiceConfig, SqliteStore, Status, serve
 pytestmark = pytest.mark.root
 
 RESULT_FIELDS = {
-    "id", "status", "language", "verdict", "stdout", "stderr", "exit_code", "signal",
-    "error_message", "cpu_time", "wall_time", "memory_peak", "created_at", "started_at",
+    "id",
+    "status",
+    "language",
+    "verdict",
+    "stdout",
+    "stderr",
+    "exit_code",
+    "signal",
+    "error_message",
+    "cpu_time",
+    "wall_time",
+    "memory_peak",
+    "created_at",
+    "started_at",
     "completed_at",
 }
 PRINT_42 = {"language": "python", "code": "print(42)"}
@@ -50,7 +62,11 @@ def sleeper(seconds: float, then: str = "done") -> dict[str, str]:
 async def server(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     """A service on 127.0.0.1:<free port>, stopped (drained) when the block ends."""
     values: dict[str, Any] = {
-        "port": 0, "db": ":memory:", "workers": 2, "rate_limit": 0, "drain_timeout": 2.0,
+        "port": 0,
+        "db": ":memory:",
+        "workers": 2,
+        "rate_limit": 0,
+        "drain_timeout": 2.0,
         "graceful_timeout": 1.0,
     }
     values.update(settings)
@@ -113,7 +129,9 @@ async def test_submit_poll_wait_and_every_read_endpoint() -> None:
         assert set(result) >= RESULT_FIELDS
         assert result["id"] == sid
         assert (result["status"], result["verdict"], result["language"]) == (
-            "completed", "AC", "python"
+            "completed",
+            "AC",
+            "python",
         )
         assert (result["stdout"], result["stderr"], result["exit_code"]) == ("42\n", "", 0)
         assert result["signal"] is None and result["error_message"] is None
@@ -473,7 +491,11 @@ async def test_shutdown_drains_kills_late_runs_and_a_restart_runs_the_pending(
 ) -> None:
     db = str(tmp_path / "service.db")
     settings: dict[str, Any] = {
-        "port": 0, "db": db, "workers": 1, "rate_limit": 0, "graceful_timeout": 1.0,
+        "port": 0,
+        "db": db,
+        "workers": 1,
+        "rate_limit": 0,
+        "graceful_timeout": 1.0,
     }
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -517,8 +539,20 @@ async def test_shutdown_drains_kills_late_runs_and_a_restart_runs_the_pending(
 def _start(db: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "rustbox", "serve", "--port", "0", "--db", db,
-            "--workers", "1", "--rate-limit", "0", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "rustbox",
+            "serve",
+            "--port",
+            "0",
+            "--db",
+            db,
+            "--workers",
+            "1",
+            "--rate-limit",
+            "0",
+            "--log-level",
+            "warning",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -562,7 +596,9 @@ def test_restart_after_kill_9_marks_running_as_error_and_runs_pending(tmp_path: 
             for sid in queued:
                 result = _wait_for(client, sid, {"completed", "error"})
                 assert (result["status"], result["verdict"], result["stdout"]) == (
-                    "completed", "AC", "42\n"
+                    "completed",
+                    "AC",
+                    "42\n",
                 )
             fresh = client.post("/api/submit?wait=true", json=PRINT_42)
             assert fresh.status_code == 200 and fresh.json()["verdict"] == "AC"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 import rustbox
-from rustbox._host import HostReport
+from rustbox._host._probe import HostReport
 from rustbox._judge import CaseResult, CompileResult, JudgeReport, Verdict
 from rustbox._service import ServiceConfig, SqliteStore
 from rustbox._service._metrics import Histogram, Metrics
@@ -270,8 +270,20 @@ def test_public_result_has_the_rust_service_fields() -> None:
     )
     data = record.public()
     assert set(data) >= {
-        "id", "status", "language", "verdict", "stdout", "stderr", "exit_code", "signal",
-        "error_message", "cpu_time", "wall_time", "memory_peak", "created_at", "started_at",
+        "id",
+        "status",
+        "language",
+        "verdict",
+        "stdout",
+        "stderr",
+        "exit_code",
+        "signal",
+        "error_message",
+        "cpu_time",
+        "wall_time",
+        "memory_peak",
+        "created_at",
+        "started_at",
         "completed_at",
     }
     assert data["status"] == "pending" and data["verdict"] is None
@@ -410,7 +422,6 @@ def fake_resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
     return resolve
 
 
-
 @pytest.mark.anyio
 async def test_webhook_url_checks() -> None:
     resolver = fake_resolver(
@@ -515,7 +526,9 @@ async def test_delivery_gives_up_on_4xx_and_after_the_attempts() -> None:
     the_sender, _ = sender(hook, attempts=5)
     delivery = await the_sender.deliver("s", "https://93.184.216.34/", None, b"{}")
     assert (delivery.state, delivery.attempts, delivery.error) == (
-        WebhookState.FAILED, 1, "HTTP 410"
+        WebhookState.FAILED,
+        1,
+        "HTTP 410",
     )
     assert "webhook-signature" not in hook.requests[0].headers  # no secret: unsigned
     hook = Hook(500, 502, 503)
@@ -617,8 +630,15 @@ def test_sqlite_store_lifecycle(tmp_path: Path) -> None:
     assert store.claim_sync("a", 10.0, 20.0) is None  # not pending any more
     assert store.stuck_sync(19.0) == [] and store.stuck_sync(21.0) == ["a"]
     outcome = Outcome(
-        Status.COMPLETED, "AC", stdout="1\n", stderr="", exit_code=0, cpu_time=0.01,
-        wall_time=0.02, memory_peak=123, details={"verdict_provenance": "ok"},
+        Status.COMPLETED,
+        "AC",
+        stdout="1\n",
+        stderr="",
+        exit_code=0,
+        cpu_time=0.01,
+        wall_time=0.02,
+        memory_peak=123,
+        details={"verdict_provenance": "ok"},
     )
     done = store.finish_sync("a", outcome, 30.0)
     assert done is not None and done.outcome == outcome and done.completed_at == 30.0
@@ -637,7 +657,8 @@ async def test_sqlite_store_async_face_and_webhook_state(tmp_path: Path) -> None
     store = SqliteStore(str(tmp_path / "w.db"))
     await store.open()
     hooked = record(
-        "h", webhook_state=WebhookState.PENDING,
+        "h",
+        webhook_state=WebhookState.PENDING,
     )
     await store.create(hooked)
     assert await store.webhooks_owed() == []  # not ended yet
@@ -649,7 +670,8 @@ async def test_sqlite_store_async_face_and_webhook_state(tmp_path: Path) -> None
     assert await store.webhooks_owed() == []
     got = await store.get("h")
     assert got is not None and (got.webhook_state, got.webhook_attempts) == (
-        WebhookState.DELIVERED, 2
+        WebhookState.DELIVERED,
+        2,
     )
     await store.close()
 
@@ -677,8 +699,15 @@ def test_ready_needs_strict_isolation() -> None:
     assert service.ready() == (False, "the service is starting")
     service.unavailable = None
     service.host = HostReport(
-        root=True, kernel="6", machine="x86_64", cgroup=None, namespaces={}, seccomp="",
-        pidfd="", uid_pool={}, missing=("cgroups: no memory controller",),
+        root=True,
+        kernel="6",
+        machine="x86_64",
+        cgroup=None,
+        namespaces={},
+        seccomp="",
+        pidfd="",
+        uid_pool={},
+        missing=("cgroups: no memory controller",),
     )
     ok, why = service.ready()
     assert not ok and why is not None and "no memory controller" in why
