@@ -337,6 +337,8 @@ _SERVE_OPTIONS = {
     "allow_localhost_webhooks": "allow_localhost_webhooks",
     "node_id": "node_id",
     "config": "languages_config",
+    "result_ttl": "result_ttl",
+    "idempotency_ttl": "idempotency_ttl",
 }
 
 
@@ -490,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="allow http:// webhooks to loopback (development only)",
+    )
+    serve.add_argument(
+        "--result-ttl",
+        type=float,
+        metavar="S",
+        help="delete ended submissions this long after they end, 0 = keep (604800: 7 days)",
+    )
+    serve.add_argument(
+        "--idempotency-ttl",
+        type=float,
+        metavar="S",
+        help="an Idempotency-Key replays for this long, 0 = while kept (86400)",
     )
     serve.add_argument("--node-id", help="name in /api/health (default: the hostname)")
     serve.add_argument("--config", metavar="TOML", help="language configuration file")

@@ -5,12 +5,13 @@ imported by the launcher, whose heap every run forks, and the probe pulls in
 subprocess, json and platform.
 """
 
-from rustbox._host._cgroup import Cgroup, CgroupLimits, CgroupStats, CgroupTree
+from rustbox._host._cgroup import Cgroup, CgroupLimits, CgroupParents, CgroupStats, CgroupTree
 from rustbox._host._uidpool import UidLease, UidPool, UidPoolExhausted
 
 __all__ = [
     "Cgroup",
     "CgroupLimits",
+    "CgroupParents",
     "CgroupStats",
     "CgroupTree",
     "UidLease",

@@ -21,7 +21,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -29,7 +29,7 @@ import attrs
 
 from rustbox._errors import HostUnsupported, InvalidInput, SyscallError
 
-__all__ = ["Cgroup", "CgroupLimits", "CgroupStats", "CgroupTree"]
+__all__ = ["Cgroup", "CgroupLimits", "CgroupParents", "CgroupStats", "CgroupTree"]
 
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
@@ -151,6 +151,13 @@ def _check_component(field: str, name: str) -> None:
         raise InvalidInput(field, f"must be a single path component, got {name!r}")
 
 
+def _usable_kill_mode(mode: str, dirs: Iterable[_GroupDir]) -> str:
+    """The freezer mode needs the group's freezer directory; else loop signals."""
+    if mode == _KILL_FREEZER and not any(d.key == "freezer" for d in dirs):
+        return _KILL_SIGNALS
+    return mode
+
+
 # -- the handle ---------------------------------------------------------------
 
 
@@ -194,13 +201,21 @@ class Cgroup:
         kill_mode: str,
         *,
         partial: bool,
+        parent_fds: Sequence[int] | None = None,
     ) -> Cgroup | None:
-        """Open the group's dirs; None if absent (with ``partial``: absent everywhere)."""
+        """Open the group's dirs; None if absent (with ``partial``: absent everywhere).
+
+        ``parent_fds`` (one per parent, in order) are used instead of the paths,
+        which may not resolve in the caller's mount namespace.
+        """
         dirs: list[_GroupDir] = []
         try:
-            for key, parent in parents:
+            for i, (key, parent) in enumerate(parents):
                 try:
-                    parent_fd = os.open(parent, _DIR_FLAGS)
+                    if parent_fds is None:
+                        parent_fd = os.open(parent, _DIR_FLAGS)
+                    else:
+                        parent_fd = os.dup(parent_fds[i])
                 except OSError as exc:
                     raise SyscallError("open", exc.errno or errno.EIO, parent) from exc
                 try:
@@ -224,9 +239,7 @@ class Cgroup:
             raise
         if not dirs:
             return None
-        if kill_mode == _KILL_FREEZER and not any(d.key == "freezer" for d in dirs):
-            kill_mode = _KILL_SIGNALS
-        return cls(name, version, tuple(dirs), kill_mode)
+        return cls(name, version, tuple(dirs), _usable_kill_mode(kill_mode, dirs))
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -645,59 +658,34 @@ class CgroupTree:
         A group of that name left over by a crashed run is killed and removed
         first. On any failure, whatever was created is removed again.
         """
-        _check_component("cgroup name", name)
-        self.check_swap()
-        self.remove_stale(name)
-        made: list[Path] = []
-        group: Cgroup | None = None
+        parents = self.open_parents()
         try:
-            for _key, parent in self._parents:
-                path = Path(parent) / name
-                try:
-                    path.mkdir(mode=0o755)
-                except OSError as exc:
-                    raise SyscallError("mkdir", exc.errno or errno.EIO, str(path)) from exc
-                made.append(path)
-            group = self._handle(name, partial=False)
-            if group is None:
-                raise SyscallError("open", errno.ENOENT, f"cgroup {name!r} vanished")
-            self._apply(group, limits)
-            return group
-        except BaseException:
-            if group is not None:
-                try:
-                    group.remove(timeout=1.0)
-                except Exception:  # the original error matters more
-                    group.close()
-            else:
-                for path in reversed(made):
-                    with contextlib.suppress(OSError):
-                        path.rmdir()
-            raise
+            return parents.create(name, limits)
+        finally:
+            parents.close()
 
-    def _apply(self, group: Cgroup, limits: CgroupLimits) -> None:
-        if self.version == 2:
-            d = group._dir(_UNIFIED)
-            if "memory" in self.controllers:
-                d.write("memory.max", str(limits.memory))
-                if self._swap_file is not None:
-                    d.write(self._swap_file, "0")
-                d.write("memory.oom.group", "1")  # an OOM kills the whole run, not one victim
-            if "pids" in self.controllers:
-                d.write("pids.max", str(limits.pids))
-            return
-        if "memory" in self.controllers:
-            memory = group._dir("memory")
-            # memsw must never be below the memory limit: set memory first.
-            memory.write("memory.limit_in_bytes", str(limits.memory))
-            if self._swap_file is not None:
-                memory.write(self._swap_file, str(limits.memory))
-            # v1 charges socket buffers only once this limit is set: without it, a
-            # run's TCP buffers are host memory it does not pay for.
-            if memory.read("memory.kmem.tcp.limit_in_bytes") is not None:
-                memory.write("memory.kmem.tcp.limit_in_bytes", str(limits.memory))
-        if "pids" in self.controllers:
-            group._dir("pids").write("pids.max", str(limits.pids))
+    def open_parents(self) -> CgroupParents:
+        """The parent directories held open, to create groups from anywhere.
+
+        A sandbox proxy opens them before ``pivot_root`` and creates one group
+        per run afterwards, when ``/sys/fs/cgroup`` is no longer in its view.
+        """
+        self.check_swap()
+        fds: list[tuple[str, str, int]] = []
+        try:
+            tcp = False
+            for key, parent in self._parents:
+                try:
+                    fds.append((key, parent, os.open(parent, _DIR_FLAGS)))
+                except OSError as exc:
+                    raise SyscallError("open", exc.errno or errno.EIO, parent) from exc
+                if key == "memory":
+                    tcp = os.path.exists(os.path.join(parent, "memory.kmem.tcp.limit_in_bytes"))
+            return CgroupParents(self, tuple(fds), tcp)
+        except BaseException:
+            for _key, _parent, fd in fds:
+                os.close(fd)
+            raise
 
     def open(self, name: str) -> Cgroup | None:
         """A handle on an existing group, or None unless it exists in every hierarchy."""
@@ -732,3 +720,113 @@ class CgroupTree:
         finally:
             group.close()
         return True
+
+
+@attrs.define(eq=False)
+class CgroupParents:
+    """A :class:`CgroupTree`'s parent directories as fds: creates groups through them.
+
+    Made by :meth:`CgroupTree.open_parents`. The fds are close-on-exec and keep
+    working after the holder forks or pivots its root away from the cgroupfs.
+    """
+
+    tree: CgroupTree
+    _fds: tuple[tuple[str, str, int], ...] = attrs.field(repr=False)  # (key, path, fd)
+    _tcp_limit: bool = attrs.field(repr=False)  # v1 memory.kmem.tcp.limit_in_bytes exists
+    _closed: bool = attrs.field(default=False, init=False)
+
+    def create(self, name: str, limits: CgroupLimits) -> Cgroup:
+        """Create the group in every hierarchy, then apply ``limits``; undone on failure."""
+        _check_component("cgroup name", name)
+        if self._closed:
+            raise ValueError("cgroup parents are closed")
+        made: list[int] = []
+        dirs: list[_GroupDir] = []
+        group: Cgroup | None = None
+        try:
+            for key, parent, parent_fd in self._fds:
+                where = f"{parent}/{name}"
+                try:
+                    os.mkdir(name, 0o755, dir_fd=parent_fd)
+                except FileExistsError:
+                    # Left over by a crashed run: kill and remove it, then retry once.
+                    self._remove_stale(name)
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=parent_fd)
+                    except OSError as exc:
+                        raise SyscallError("mkdir", exc.errno or errno.EIO, where) from exc
+                except OSError as exc:
+                    raise SyscallError("mkdir", exc.errno or errno.EIO, where) from exc
+                made.append(parent_fd)
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+                except OSError as exc:
+                    raise SyscallError("open", exc.errno or errno.EIO, where) from exc
+                dirs.append(_GroupDir(key, where, fd, os.dup(parent_fd)))
+            kill_mode = _usable_kill_mode(self.tree._kill_mode, dirs)
+            group = Cgroup(name, self.tree.version, tuple(dirs), kill_mode)
+            dirs = []
+            self._apply(group, limits)
+            return group
+        except BaseException:
+            for d in dirs:
+                os.close(d.fd)
+                os.close(d.parent_fd)
+            if group is not None:
+                try:
+                    group.remove(timeout=1.0)
+                except Exception:  # the original error matters more
+                    group.close()
+            else:
+                for parent_fd in reversed(made):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(name, dir_fd=parent_fd)
+            raise
+
+    def _remove_stale(self, name: str) -> None:
+        group = Cgroup._open(
+            name,
+            self.tree.version,
+            self.tree._parents,
+            self.tree._kill_mode,
+            partial=True,
+            parent_fds=[fd for _key, _path, fd in self._fds],
+        )
+        if group is not None:
+            try:
+                group.remove()
+            finally:
+                group.close()
+
+    def _apply(self, group: Cgroup, limits: CgroupLimits) -> None:
+        tree = self.tree
+        if tree.version == 2:
+            d = group._dir(_UNIFIED)
+            if "memory" in tree.controllers:
+                d.write("memory.max", str(limits.memory))
+                if tree._swap_file is not None:
+                    d.write(tree._swap_file, "0")
+                d.write("memory.oom.group", "1")  # an OOM kills the whole run, not one victim
+            if "pids" in tree.controllers:
+                d.write("pids.max", str(limits.pids))
+            return
+        if "memory" in tree.controllers:
+            memory = group._dir("memory")
+            # memsw must never be below the memory limit: set memory first.
+            memory.write("memory.limit_in_bytes", str(limits.memory))
+            if tree._swap_file is not None:
+                memory.write(tree._swap_file, str(limits.memory))
+            # v1 charges socket buffers only once this limit is set: without it, a
+            # run's TCP buffers are host memory it does not pay for.
+            if self._tcp_limit:
+                memory.write("memory.kmem.tcp.limit_in_bytes", str(limits.memory))
+        if "pids" in tree.controllers:
+            group._dir("pids").write("pids.max", str(limits.pids))
+
+    def close(self) -> None:
+        """Close the parent fds (idempotent); groups made through them stay usable."""
+        if self._closed:
+            return
+        self._closed = True
+        for _key, _parent, fd in self._fds:
+            os.close(fd)

@@ -1,22 +1,21 @@
-"""The launcher: a single-threaded zygote that forks one proxy per run.
+"""The launcher: a single-threaded zygote that forks one proxy per slot.
 
 The supervisor lives in a multi-threaded event loop process, where running
 Python after ``fork()`` can deadlock. So it starts this helper once (with
-``posix_spawn``); every module a proxy needs is imported here, and each run
+``posix_spawn``); every module a proxy needs is imported here, and each slot
 costs one ``fork()`` of this small process instead of an interpreter start.
 
-It keeps a few proxies forked ahead of demand ("warm"): each already sits in
-its own PID, mount, network, IPC and UTS namespaces, so a run handed to it
-skips the fork and the namespace set-up (go-judge pre-forks for the same
-reason). A warm proxy serves exactly one run; the launcher forks a
-replacement while that run proceeds.
+A slot is a proxy, PID 1 of its own PID namespace, that serves many runs one
+after the other (see ``rustbox/_sandbox/_proxy.py``). The launcher only
+forks them; runs go straight from the supervisor to the slot.
 
 Protocol on fd 3 (a SOCK_SEQPACKET socket to the supervisor): each datagram
-is a pickled ``("run", run_id)`` carrying six fds (spec memfd, control
-socket, stdin, stdout, stderr, the uid lock). The launcher passes them to a warm proxy and
-sends ``("spawned", pid)`` with a pidfd of the proxy on the run's control
-socket. End of file on fd 3 means the supervisor is gone: the launcher exits,
-and PDEATHSIG takes every proxy with it.
+is a pickled ``("slot", uid, gid)`` carrying two fds: the proxy's end of a
+channel to the supervisor, and the uid's lock. The launcher forks the proxy
+with them and sends ``("spawned", pid)`` with a pidfd of the proxy on that
+channel, so it reaches the supervisor ahead of anything the proxy says. End
+of file on fd 3 means the supervisor is gone: the launcher exits, and
+PDEATHSIG takes every proxy with it.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import select
 import selectors
 import signal
 import socket
@@ -36,26 +34,12 @@ from rustbox._sandbox import _proxy
 from rustbox._sandbox._spec import BaseTree
 
 SUPERVISOR_FD = 3
-_FDS_PER_RUN = 6
-
-
-class _Warm:
-    """A proxy waiting for its run, and the launcher's ends of it."""
-
-    def __init__(self, pid: int, pidfd: int, channel: socket.socket) -> None:
-        self.pid = pid
-        self.pidfd = pidfd
-        self.channel = channel
-
-    def close(self) -> None:
-        self.channel.close()
-        os.close(self.pidfd)
+_FDS_PER_SLOT = 2
 
 
 class Launcher:
-    def __init__(self, sock: socket.socket, pool_size: int, base: BaseTree) -> None:
+    def __init__(self, sock: socket.socket, base: BaseTree) -> None:
         self.sock = sock
-        self.pool_size = pool_size
         self.base = base
         self.pidfd = _sys.pidfd_open(os.getpid())
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -63,52 +47,40 @@ class Launcher:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.selector = selectors.DefaultSelector()
-        self.warm: list[_Warm] = []
 
     def _private_fds(self) -> list[int]:
         """Every fd a new proxy must not keep (it keeps only the launcher pidfd)."""
-        fds = [self.sock.fileno(), self.own_pidns, self.wake_r, self.wake_w]
-        fds.append(self.selector.fileno())
-        for warm in self.warm:
-            fds += [warm.pidfd, warm.channel.fileno()]
-        return fds
+        return [
+            self.sock.fileno(),
+            self.own_pidns,
+            self.wake_r,
+            self.wake_w,
+            self.selector.fileno(),
+        ]
 
-    def spawn_warm(self, also_close: list[int] | None = None) -> _Warm:
-        """Fork a proxy as PID 1 of a new PID namespace."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        private = [*self._private_fds(), ours.fileno(), *(also_close or [])]
+    def fork_slot(self, channel_fd: int, lock_fd: int, uid: int, gid: int) -> int:
+        """Fork a proxy as PID 1 of a new PID namespace; returns its pid."""
         _sys.unshare(_sys.CLONE_NEWPID)
         try:
             pid = os.fork()
-        except BaseException:
-            _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
-            ours.close()
-            theirs.close()
-            raise
+        finally:
+            if os.getpid() != 1:  # the parent; the child is PID 1 and must not setns
+                _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
-                for fd in private:
+                for fd in self._private_fds():
                     os.close(fd)
-                _proxy.warm_main(theirs.fileno(), self.pidfd, self.base)
+                del lock_fd  # kept open (CLOEXEC) in the proxy until it exits
+                _proxy.slot_main(channel_fd, self.pidfd, self.base, uid, gid)
             finally:
                 os._exit(1)
-        _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
-        theirs.close()
-        return _Warm(pid, _sys.pidfd_open(pid), ours)
-
-    def _take_warm(self, request_fds: list[int]) -> _Warm:
-        while self.warm:
-            warm = self.warm.pop()
-            if not _readable(warm.pidfd):
-                return warm
-            warm.close()  # died while waiting (e.g. its namespaces were refused)
-        return self.spawn_warm(also_close=request_fds)
+        return pid
 
     def handle(self) -> bool:
         """Serve one request; False once the supervisor is gone."""
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 16)
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 8)
         except (InterruptedError, BlockingIOError):
             return True
         if not data:
@@ -117,42 +89,30 @@ class Launcher:
             return False
         try:
             request = pickle.loads(data)
-            if request[0] != "run" or len(fds) != _FDS_PER_RUN:
+            if request[0] != "slot" or len(fds) != _FDS_PER_SLOT:
                 return True  # not from our supervisor; drop it
-            self._start(fds)
+            channel_fd, lock_fd = fds
+            try:
+                pid = self.fork_slot(channel_fd, lock_fd, int(request[1]), int(request[2]))
+            except OSError as exc:
+                message = ("error", f"launcher could not fork a proxy: {exc}")
+                _send_on(channel_fd, pickle.dumps(message), [])
+                return True
+            pidfd = _sys.pidfd_open(pid)
+            try:
+                _send_on(channel_fd, pickle.dumps(("spawned", pid)), [pidfd])
+            except OSError:
+                # Nobody can control this proxy any more: stop it.
+                try:
+                    _sys.pidfd_send_signal(pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+            finally:
+                os.close(pidfd)
         finally:
             for fd in fds:
                 os.close(fd)
         return True
-
-    def _start(self, fds: list[int]) -> None:
-        control = socket.socket(fileno=os.dup(fds[1]))
-        try:
-            try:
-                warm = self._take_warm([*fds, control.fileno()])
-            except OSError as exc:
-                control.send(pickle.dumps(("error", f"launcher could not fork a proxy: {exc}")))
-                return
-            try:
-                socket.send_fds(warm.channel, [b"run"], fds)
-                socket.send_fds(control, [pickle.dumps(("spawned", warm.pid))], [warm.pidfd])
-            except OSError:
-                # Nobody can control this proxy any more: stop it.
-                try:
-                    _sys.pidfd_send_signal(warm.pidfd, signal.SIGKILL)
-                except OSError:
-                    pass
-            finally:
-                warm.close()
-        finally:
-            control.close()
-
-    def top_up(self) -> None:
-        if len(self.warm) < self.pool_size:
-            try:
-                self.warm.append(self.spawn_warm())
-            except OSError:
-                pass  # try again on the next request; a run will fork its own
 
     def reap(self) -> None:
         try:
@@ -177,13 +137,7 @@ class Launcher:
         gc.freeze()  # proxies share the heap copy-on-write; keep the collector off those pages
         self.sock.send(pickle.dumps(("ready", os.getpid())))
         while True:
-            # Requests first; top the warm pool up only when nothing is waiting.
-            timeout = 0 if len(self.warm) < self.pool_size else None
-            events = self.selector.select(timeout)
-            if not events:
-                self.top_up()
-                continue
-            for key, _ in events:
+            for key, _ in self.selector.select():
                 if key.fileobj is self.sock:
                     if not self.handle():
                         return
@@ -191,13 +145,18 @@ class Launcher:
                     self.reap()
 
 
-def _readable(fd: int) -> bool:
-    return bool(select.select([fd], [], [], 0)[0])
+def _send_on(fd: int, data: bytes, fds: list[int]) -> None:
+    """Send on a socket fd the caller keeps owning."""
+    sock = socket.socket(fileno=fd)
+    try:
+        socket.send_fds(sock, [data], fds)
+    finally:
+        sock.detach()
 
 
 def main(argv: list[str]) -> NoReturn:
-    expected_parent, pool_size = int(argv[1]), int(argv[2])
-    base = pickle.loads(bytes.fromhex(argv[3]))
+    expected_parent = int(argv[1])
+    base = pickle.loads(bytes.fromhex(argv[2]))
     assert isinstance(base, BaseTree)
     _sys.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != expected_parent:
@@ -205,7 +164,7 @@ def main(argv: list[str]) -> NoReturn:
     # Whatever the caller's process let its children inherit stops here.
     _sys.close_range(SUPERVISOR_FD + 1)
     try:
-        Launcher(socket.socket(fileno=SUPERVISOR_FD), pool_size, base).serve()
+        Launcher(socket.socket(fileno=SUPERVISOR_FD), base).serve()
     finally:
         os._exit(0)
 

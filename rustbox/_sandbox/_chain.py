@@ -7,33 +7,33 @@ stage. A runtime guard backs the types: a stage object can be advanced once,
 each stage checks that the process's last stage is its predecessor, and the
 constructors refuse callers without the module's private token.
 
-Order, and where each stage runs::
+The chain is walked in two parts. A *slot* (a proxy, PID 1 of its own PID
+namespace) walks the first part once and then serves many runs one after the
+other, the way go-judge keeps pre-forked containers; each run forks a fresh
+payload process that walks the second part and execs::
 
-    warm proxy (PID 1 of the run's PID namespace), before any run exists
-      Namespaced        mount, net, ipc, uts namespaces; hostname; lo up
+    proxy, once per slot (its uid is the slot's for the slot's lifetime)
+      Namespaced        mount, net, uts namespaces (pid: the launcher); hostname; lo up
       PrivateMounts     MS_REC|MS_PRIVATE on /, before any mount
-      RootPrepared      tmpfs root, read-only binds, /etc, /dev, /proc
-    ├─ template (the proxy's child, the payload-to-be), still before the run
-    │   Template        default signals, own session
-    │   Locked          bounding/ambient sets empty, only CAP_SETUID/SETGID kept,
-    │                   NO_NEW_PRIVS
-    │   Filtered        seccomp
-    └─ proxy, when the run arrives
-        Rooted          the run's /box, /tmp, /dev/shm, identity; pivot_root
-        (the proxy creates the cgroup and moves the template into it)
-    template, handed the run
-      CgroupAttached    verified: in the run's cgroup, under the run's root
+      Rooted            tmpfs root, read-only binds, /etc, /dev, /proc; pivot_root,
+                        old root detached, root read-only
+      Sealed            capability bounding and ambient sets emptied, NO_NEW_PRIVS,
+                        signal dispositions default: the proxy never execs, so these
+                        bind only the payloads it forks
+    proxy, per run
+      RunRooted         the run's own fresh /box (its files), /tmp and /dev/shm
+    payload (the proxy's child), per run
+      CgroupAttached    own session, a fresh IPC namespace, joined the run's cgroup
       Hygienic          rlimits, umask, fds 0-2 only, cwd
-      Credentialed      setgroups([]), setresgid, setresuid: the last two
-                        capabilities go with root; all five sets verified zero
+      Credentialed      setgroups([]), setresgid, setresuid to the slot's uid (verified)
+      Locked            all five capability sets zero, NoNewPrivs 1 (verified)
+      Filtered          seccomp
       exec
 
-Privileges are dropped and the filter installed before the process reads a
-byte of the run (they need nothing from it but the uid, and keeping only
-CAP_SETUID/CAP_SETGID until then is enough to take it), so a run pays only for
-the stages that depend on it. The cgroup is joined after the mount tree is
-built and before the first untrusted instruction: rustbox's own set-up and
-the input files stay out of the run's memory and cpu figures.
+This is DESIGN.md's order. After the run the proxy kills whatever is left,
+unmounts the run's /box, /tmp and /dev/shm (``RunRooted.clear``) and is back
+at ``Sealed``, ready for the next run. What a slot shares between its runs,
+and why that is safe, is in docs/security.md.
 """
 
 from __future__ import annotations
@@ -49,17 +49,18 @@ from typing import ClassVar, NoReturn
 
 from rustbox import _sys
 from rustbox._errors import SandboxSetupError
+from rustbox._host import Cgroup
 from rustbox._limits import Limits
-from rustbox._sandbox._spec import DEFAULT_ETC_BINDS, HOSTNAME, BaseTree, Order, RunSpec
+from rustbox._sandbox._spec import DEFAULT_ETC_BINDS, HOSTNAME, BaseTree, RunSpec
 
 _TOKEN = object()
 
-_NAMESPACES = _sys.CLONE_NEWNS | _sys.CLONE_NEWNET | _sys.CLONE_NEWIPC | _sys.CLONE_NEWUTS
+_SLOT_NAMESPACES = _sys.CLONE_NEWNS | _sys.CLONE_NEWNET | _sys.CLONE_NEWUTS
 _BIND_RO = _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY | _sys.MS_NOSUID | _sys.MS_NODEV
 SETUP_FD = 3  #: the payload reports its setup on this fd; CLOEXEC, so exec closes it
-CAP_SETGID, CAP_SETUID = 6, 7
-#: What the template keeps until the run's uid is known: only the power to become it.
-_KEPT_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)
+#: Signals the proxy keeps ignored (it wants EPIPE and EFBIG, not death); each
+#: payload restores their default.
+_PROXY_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class _Progress:
@@ -76,7 +77,7 @@ class Timings:
         self._last = time.perf_counter()
 
     def resume(self) -> None:
-        """Start the clock again after idling (a warm process waiting for its run)."""
+        """Start the clock again after idling (a slot waiting for its next run)."""
         self._last = time.perf_counter()
 
     def mark(self, stage: str) -> None:
@@ -122,11 +123,11 @@ class _Stage:
 
 
 class _RunStage(_Stage):
-    """A stage of the template once its run has arrived: it carries the run's order."""
+    """A stage of one run: it carries the run's spec."""
 
-    def __init__(self, token: object, timings: Timings, controls: list[str], order: Order) -> None:
+    def __init__(self, token: object, timings: Timings, controls: list[str], spec: RunSpec) -> None:
         super().__init__(token, timings, controls)
-        self._order = order
+        self._spec = spec
 
 
 def _failing(stage: str) -> Callable[[BaseException], SandboxSetupError]:
@@ -144,8 +145,8 @@ def reset_progress() -> None:
 def enter_namespaces() -> Namespaced:
     """Stage 1. The caller is already PID 1 of a fresh PID namespace.
 
-    Stages 1 and 2 need nothing from the run, so a warm proxy walks them
-    before its run arrives.
+    The IPC namespace is not made here: each payload makes its own, so SysV
+    objects a run leaves behind die with it.
     """
     if _Progress.stage is not None:
         raise SandboxSetupError("namespaces", "the chain was already started in this process")
@@ -155,13 +156,13 @@ def enter_namespaces() -> Namespaced:
         )
     timings = Timings()
     try:
-        _sys.unshare(_NAMESPACES)
+        _sys.unshare(_SLOT_NAMESPACES)
         _sys.sethostname(HOSTNAME)
         _sys.loopback_up()
     except OSError as exc:
         raise _failing("namespaces")(exc) from exc
     controls = [
-        "namespaces: pid, mount, network, ipc, uts",
+        "namespaces: pid, mount, network, uts per slot; ipc per run",
         f"hostname: {HOSTNAME}",
         "network: loopback only",
     ]
@@ -202,8 +203,9 @@ def _place(root: str, host_path: str, *, directory: bool) -> str | None:
     return target
 
 
-def _write_etc(root: str) -> None:
-    """A minimal /etc: name resolution for the sandbox only, no host secrets."""
+def _write_etc(root: str, uid: int, gid: int) -> None:
+    """A minimal /etc: name resolution for the sandbox only, the slot's own
+    uid in passwd and group (so tools can resolve it), no host secrets."""
     etc = root + "/etc"
     os.makedirs(etc, exist_ok=True)
     files = {
@@ -211,6 +213,11 @@ def _write_etc(root: str) -> None:
         "hosts": f"127.0.0.1 localhost {HOSTNAME}\n::1 localhost\n",
         "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
         "resolv.conf": "",
+        "passwd": (
+            f"root:x:0:0:root:/root:/bin/false\nsandbox:x:{uid}:{gid}:sandbox:/box:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/:/bin/false\n"
+        ),
+        "group": f"root:x:0:\nsandbox:x:{gid}:\nnogroup:x:65534:\n",
     }
     for name, text in files.items():
         with open(f"{etc}/{name}", "w") as f:
@@ -220,17 +227,6 @@ def _write_etc(root: str) -> None:
             target = _place(root, path, directory=os.path.isdir(path))
             if target is not None:
                 _bind_readonly(path, target)
-
-
-def _write_identity(root: str, uid: int, gid: int) -> None:
-    """passwd and group naming the run's own uid, so tools can resolve it."""
-    with open(f"{root}/etc/passwd", "w") as f:
-        f.write(
-            f"root:x:0:0:root:/root:/bin/false\nsandbox:x:{uid}:{gid}:sandbox:/box:/bin/sh\n"
-            "nobody:x:65534:65534:nobody:/:/bin/false\n"
-        )
-    with open(f"{root}/etc/group", "w") as f:
-        f.write(f"root:x:0:\nsandbox:x:{gid}:\nnogroup:x:65534:\n")
 
 
 def _make_dev(root: str) -> None:
@@ -252,6 +248,111 @@ def _make_dev(root: str) -> None:
     os.mkdir(f"{dev}/shm")
 
 
+def _mount_proc(root: str) -> str:
+    """Only the slot's own processes, and nothing of /proc/sys and the like (no
+    fallback: every kernel rustbox runs on, >= 5.9, has subset=pid)."""
+    proc = root + "/proc"
+    os.mkdir(proc)
+    flags = _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC
+    _sys.mount("proc", proc, "proc", flags, "hidepid=invisible,subset=pid")
+    return "/proc: own PID namespace, hidepid=invisible, subset=pid"
+
+
+class PrivateMounts(_Stage):
+    _name = "private_mounts"
+    _after = Namespaced
+
+    def build_root(self, base: BaseTree, uid: int, gid: int) -> Rooted:
+        """Stage 3: the new root every run of the slot shares, then pivot_root into it.
+
+        Only /box, /tmp and /dev/shm change between runs; they are mount points
+        here and get a fresh tmpfs per run (:meth:`Sealed.stage_run`).
+        """
+        timings, controls = self._step()
+        root = base.root_dir
+        try:
+            _sys.mount(
+                "tmpfs",
+                root,
+                "tmpfs",
+                _sys.MS_NOSUID | _sys.MS_NODEV,
+                "size=1m,nr_inodes=256,mode=755",
+            )
+            bound = []
+            for path in base.readonly_binds:
+                if not os.path.lexists(path):
+                    continue
+                target = _place(root, path, directory=os.path.isdir(path))
+                if target is not None:
+                    _bind_readonly(path, target)
+                    bound.append(path)
+            _write_etc(root, uid, gid)
+            _make_dev(root)
+            proc_control = _mount_proc(root)
+            os.mkdir(root + "/tmp")
+            os.mkdir(root + "/box")
+            os.chdir(root)
+            _sys.pivot_root(".", ".")
+            _sys.umount2(".", _sys.MNT_DETACH)
+            os.chdir("/")
+            _sys.mount(None, "/", None, _BIND_RO)
+        except OSError as exc:
+            raise _failing("root")(exc) from exc
+        controls += [
+            "read-only binds (nosuid, nodev): " + " ".join(bound),
+            "/dev: null zero full random urandom only, noexec",
+            proc_control,
+            "/sys: absent",
+            "root: tmpfs, read-only, pivot_root, old root detached",
+        ]
+        return Rooted(_TOKEN, timings, controls)
+
+
+def _status() -> dict[str, int]:
+    """The capability sets and NoNewPrivs of this process, from /proc/self/status."""
+    found = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("Cap", "NoNewPrivs")):
+                key, value = line.split(":", 1)
+                found[key] = int(value.strip(), 16)
+    return found
+
+
+class Rooted(_Stage):
+    _name = "root"
+    _after = PrivateMounts
+
+    def seal(self) -> Sealed:
+        """Stage 4: what every payload inherits: no capability can come back through
+        exec (bounding and ambient sets empty), NO_NEW_PRIVS, default signals."""
+        timings, controls = self._step()
+        try:
+            _sys.drop_bounding_set()
+            _sys.clear_ambient()
+            _sys.set_no_new_privs()
+            for signum in range(1, signal.NSIG):
+                if signum in (signal.SIGKILL, signal.SIGSTOP):
+                    continue
+                try:
+                    ignored = signum in _PROXY_IGNORED
+                    signal.signal(signum, signal.SIG_IGN if ignored else signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        except OSError as exc:
+            raise _failing("seal")(exc) from exc
+        status = _status()
+        if status.get("CapBnd") != 0 or status.get("CapAmb") != 0 or status.get("NoNewPrivs") != 1:
+            raise SandboxSetupError("seal", f"bounding/ambient/no_new_privs not as set: {status}")
+        controls += [
+            "capability bounding and ambient sets: empty",
+            "no_new_privs: 1",
+            "signals: default dispositions, empty mask",
+        ]
+        return Sealed(_TOKEN, timings, controls)
+
+
 def _scratch(target: str, limits: Limits) -> None:
     """A tmpfs the program may write but never execute from (/tmp, /dev/shm)."""
     _sys.mount(
@@ -263,8 +364,8 @@ def _scratch(target: str, limits: Limits) -> None:
     )
 
 
-def _write_box(root: str, spec: RunSpec) -> None:
-    box = root + "/box"
+def _write_box(spec: RunSpec) -> None:
+    box = "/box"
     _sys.mount(
         "tmpfs",
         box,
@@ -293,191 +394,100 @@ def _write_box(root: str, spec: RunSpec) -> None:
             os.close(fd)
 
 
-def _mount_proc(root: str) -> str:
-    """Only the run's own processes, and nothing of /proc/sys and the like (no fallback:
-    every kernel rustbox runs on, >= 5.9, has subset=pid)."""
-    proc = root + "/proc"
-    os.mkdir(proc)
-    flags = _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC
-    _sys.mount("proc", proc, "proc", flags, "hidepid=invisible,subset=pid")
-    return "/proc: own PID namespace, hidepid=invisible, subset=pid"
+#: Mount points that get a fresh tmpfs per run, unmounted in reverse order after it.
+_RUN_MOUNTS = ("/box", "/tmp", "/dev/shm")
 
 
-class PrivateMounts(_Stage):
-    _name = "private_mounts"
-    _after = Namespaced
-
-    def prepare_root(self, base: BaseTree) -> RootPrepared:
-        """Stage 3: the part of the new root every run shares; nothing from the run yet."""
-        timings, controls = self._step()
-        root = base.root_dir
+def _unmount_run() -> None:
+    """Unmount whatever of the run's mounts exists; a busy one is detached."""
+    for target in reversed(_RUN_MOUNTS):
+        if not os.path.ismount(target):
+            continue
         try:
-            _sys.mount(
-                "tmpfs",
-                root,
-                "tmpfs",
-                _sys.MS_NOSUID | _sys.MS_NODEV,
-                "size=1m,nr_inodes=256,mode=755",
-            )
-            bound = []
-            for path in base.readonly_binds:
-                if not os.path.lexists(path):
-                    continue
-                target = _place(root, path, directory=os.path.isdir(path))
-                if target is not None:
-                    _bind_readonly(path, target)
-                    bound.append(path)
-            _write_etc(root)
-            _make_dev(root)
-            proc_control = _mount_proc(root)
-            os.mkdir(root + "/tmp")
-            os.mkdir(root + "/box")
-        except OSError as exc:
-            raise _failing("base_root")(exc) from exc
-        controls += [
-            "read-only binds (nosuid, nodev): " + " ".join(bound),
-            "/dev: null zero full random urandom only, noexec",
-            proc_control,
-            "/sys: absent",
-        ]
-        return RootPrepared(_TOKEN, timings, controls, base)
+            _sys.umount2(target, 0)
+        except OSError:
+            _sys.umount2(target, _sys.MNT_DETACH)
 
 
-class RootPrepared(_Stage):
-    """Where the chain forks: the proxy goes on to build the run's root, its
-    child (the template, the future payload) goes on to drop privileges."""
+class Sealed(_Stage):
+    """A slot ready for a run. Unlike other stages it advances once *per run*:
+    :meth:`RunRooted.clear` hands it back."""
 
-    _name = "base_root"
-    _after = PrivateMounts
+    _name = "seal"
+    _after = Rooted
 
-    def __init__(
-        self, token: object, timings: Timings, controls: list[str], base: BaseTree
-    ) -> None:
-        super().__init__(token, timings, controls)
-        self._base = base
-
-    def build_root(self, spec: RunSpec) -> Rooted:
-        """Proxy, once the run is known: its /box, /tmp, /dev/shm, identity; pivot_root."""
-        timings, controls = self._step()
-        root = self._base.root_dir
+    def stage_run(self, spec: RunSpec) -> RunRooted:
+        """Proxy, once a run arrives: its own fresh /box with its files, /tmp, /dev/shm."""
+        self._step()
+        timings = Timings()
         try:
-            _write_identity(root, spec.uid, spec.gid)
-            _write_box(root, spec)
-            _scratch(root + "/tmp", spec.limits)
-            _scratch(root + "/dev/shm", spec.limits)
-            os.chdir(root)
-            _sys.pivot_root(".", ".")
-            _sys.umount2(".", _sys.MNT_DETACH)
-            os.chdir("/")
-            _sys.mount(None, "/", None, _BIND_RO)
+            _write_box(spec)
+            _scratch("/tmp", spec.limits)
+            _scratch("/dev/shm", spec.limits)
         except OSError as exc:
-            raise _failing("root")(exc) from exc
+            self._spent = False
+            try:
+                _unmount_run()
+            except OSError:
+                pass  # the slot is retired on this error anyway
+            raise _failing("run_root")(exc) from exc
         limits = spec.limits
-        controls += [
-            "root: tmpfs, read-only, pivot_root, old root detached",
-            f"/box: tmpfs size={limits.box_size} inodes={limits.box_inodes} nosuid nodev",
-            f"/tmp, /dev/shm: tmpfs size={limits.tmp_size} noexec nosuid nodev",
+        controls = [
+            f"/box: fresh tmpfs size={limits.box_size} inodes={limits.box_inodes} nosuid nodev",
+            f"/tmp, /dev/shm: fresh tmpfs size={limits.tmp_size} noexec nosuid nodev",
         ]
-        return Rooted(_TOKEN, timings, controls)
+        _Progress.stage = Sealed  # RunRooted's guard expects Sealed as its predecessor
+        run = RunRooted(_TOKEN, timings, controls, spec)
+        run._sealed = self
+        return run
 
-    def become_template(self) -> Template:
-        """In the proxy's forked child: from here on, this process is the payload-to-be."""
+
+class RunRooted(_RunStage):
+    """The run's root is ready. The proxy forks; the child goes on, the proxy
+    waits for the run to end and then clears the root for the next one."""
+
+    _name = "run_root"
+    _after = Sealed
+    _sealed: Sealed
+
+    def clear(self) -> Sealed:
+        """Proxy, after the run (every process of it dead): unmount its scratch
+        filesystems and hand the slot back for the next run."""
+        if os.getpid() != 1:
+            raise SandboxSetupError(self._name, "only the proxy clears a run")
+        if self._spent or _Progress.stage is not RunRooted:
+            raise SandboxSetupError(self._name, "the chain has moved on")
+        self._spent = True
+        try:
+            _unmount_run()
+        except OSError as exc:
+            raise _failing("clear")(exc) from exc
+        _Progress.stage = Sealed
+        self._sealed._spent = False
+        self._sealed.timings.resume()
+        return self._sealed
+
+    def attach_cgroup(self, cgroup: Cgroup) -> CgroupAttached:
+        """Payload (the proxy's forked child): its own session and IPC namespace,
+        then the run's cgroup, before any untrusted instruction."""
         timings, controls = self._step()
         if os.getpid() == 1:
-            raise SandboxSetupError("template", "the proxy itself cannot become the payload")
+            raise SandboxSetupError("cgroup", "the proxy itself cannot become the payload")
         try:
-            for signum in range(1, signal.NSIG):
-                if signum in (signal.SIGKILL, signal.SIGSTOP):
-                    continue
-                try:
-                    signal.signal(signum, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            for signum in _PROXY_IGNORED:
+                signal.signal(signum, signal.SIG_DFL)
             os.setsid()
-            os.chdir("/")  # off the host directory it was forked in
+            _sys.unshare(_sys.CLONE_NEWIPC)
+            cgroup.attach_self()
         except OSError as exc:
-            raise _failing("template")(exc) from exc
-        controls.append("signals: default dispositions, empty mask; own session")
-        return Template(_TOKEN, timings, controls)
-
-
-class Rooted(_Stage):
-    """The proxy has built and entered the run's root (the template sees it too:
-    pivot_root moves every process of the mount namespace)."""
-
-    _name = "root"
-    _after = RootPrepared
-
-
-class Template(_Stage):
-    _name = "template"
-    _after = RootPrepared
-
-    def lock_privileges(self) -> Locked:
-        """Every capability gone but CAP_SETUID/CAP_SETGID (to take the run's uid
-        later); bounding and ambient sets empty; NO_NEW_PRIVS."""
-        timings, controls = self._step()
-        try:
-            _sys.drop_bounding_set()
-            _sys.clear_ambient()
-            _sys.capset(_KEPT_CAPS, _KEPT_CAPS, 0)
-            _sys.set_no_new_privs()
-        except OSError as exc:
-            raise _failing("privileges")(exc) from exc
-        caps = _status_caps()
-        held = {"CapInh": 0, "CapPrm": _KEPT_CAPS, "CapEff": _KEPT_CAPS, "CapBnd": 0, "CapAmb": 0}
-        if caps != held:
-            raise SandboxSetupError("privileges", f"capabilities not as expected: {caps}")
-        controls += ["capability bounding and ambient sets: empty", "no_new_privs: 1"]
-        return Locked(_TOKEN, timings, controls)
-
-
-class Locked(_Stage):
-    _name = "privileges"
-    _after = Template
-
-    def install_seccomp(self, program: bytes) -> Filtered:
-        """The syscall filter, before any run data is read."""
-        timings, controls = self._step()
-        try:
-            _sys.install_filter(program)
-        except OSError as exc:
-            raise _failing("seccomp")(exc) from exc
-        controls.append(f"seccomp: filter of {len(program) // 8} instructions")
-        return Filtered(_TOKEN, timings, controls)
-
-
-def _in_cgroup(version: int, name: str) -> bool:
-    """Whether /proc/self/cgroup puts this process in the run's group everywhere it must."""
-    wanted = {"memory", "pids", "cpuacct"} if version == 1 else {""}
-    found = set()
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if path.endswith("/" + name):
-                found.update(controllers.split(","))
-    return wanted <= found
-
-
-class Filtered(_Stage):
-    _name = "seccomp"
-    _after = Locked
-
-    def await_run(self, order: Order) -> CgroupAttached:
-        """Take the run the proxy hands over, after checking what it promised:
-        this process is in the run's cgroup and under the run's root."""
-        timings, controls = self._step()
-        timings.resume()
-        if not _in_cgroup(order.cgroup_version, order.cgroup_name):
-            raise SandboxSetupError("cgroup", f"not in cgroup {order.cgroup_name}")
-        if os.path.exists("/sys") or not os.path.isdir("/box"):
-            raise SandboxSetupError("cgroup", "not under the sandbox root")
-        controls.append(
-            f"cgroup v{order.cgroup_version}: memory={order.limits.memory} swap=0 "
-            f"pids={order.limits.processes}, cpu time enforced by polling (verified member)"
-        )
-        return CgroupAttached(_TOKEN, timings, controls, order)
+            raise _failing("cgroup")(exc) from exc
+        limits = self._spec.limits
+        controls += [
+            "ipc namespace: fresh per run",
+            f"cgroup v{cgroup.version}: memory={limits.memory} swap=0 "
+            f"pids={limits.processes}, cpu time enforced by polling",
+        ]
+        return CgroupAttached(_TOKEN, timings, controls, self._spec)
 
 
 def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
@@ -499,33 +509,33 @@ def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
 
 class CgroupAttached(_RunStage):
     _name = "cgroup"
-    _after = Filtered
+    _after = RunRooted
 
     def apply_hygiene(self, stdio: Sequence[int], setup_fd: int) -> Hygienic:
         """rlimits, umask, only fds 0-2 (+ the setup fd, closed by exec), cwd."""
         timings, controls = self._step()
-        order = self._order
+        spec = self._spec
         try:
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target, inheritable=True)
             os.dup2(setup_fd, SETUP_FD, inheritable=False)
             _sys.close_range(SETUP_FD + 1)
-            for which, soft, hard in _rlimits(order.limits):
+            for which, soft, hard in _rlimits(spec.limits):
                 resource.setrlimit(which, (soft, hard))
             os.umask(0o022)
-            os.chdir(order.cwd)
+            os.chdir(spec.cwd)
         except OSError as exc:
             raise _failing("hygiene")(exc) from exc
-        limits = order.limits
+        limits = spec.limits
         controls += [
             f"rlimits: cpu={math.ceil(limits.cpu_time) + 1}s fsize={limits.file_size} "
             f"nofile={limits.open_files} nproc={limits.nproc_rlimit} stack={limits.stack} "
             "core=0 memlock=0 msgqueue=0"
             + (f" as={limits.address_space}" if limits.address_space else ""),
             "fds: only 0, 1, 2 reach the program",
-            f"environment: built from scratch ({len(order.env)} variables)",
+            f"environment: built from scratch ({len(spec.env)} variables)",
         ]
-        return Hygienic(_TOKEN, timings, controls, order)
+        return Hygienic(_TOKEN, timings, controls, spec)
 
 
 class Hygienic(_RunStage):
@@ -533,9 +543,10 @@ class Hygienic(_RunStage):
     _after = CgroupAttached
 
     def drop_credentials(self) -> Credentialed:
-        """The run's own uid and gid, no groups; the last two capabilities go with root."""
+        """The slot's own uid and gid, no groups; the kernel drops every capability
+        with root."""
         timings, controls = self._step()
-        uid, gid = self._order.uid, self._order.gid
+        uid, gid = self._spec.uid, self._spec.gid
         try:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
@@ -546,30 +557,48 @@ class Hygienic(_RunStage):
             raise SandboxSetupError("credentials", "uid/gid did not change")
         if os.getgroups():
             raise SandboxSetupError("credentials", "supplementary groups remain")
-        caps = _status_caps()
-        expected = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
-        if set(caps) != expected or any(caps.values()):
-            raise SandboxSetupError("credentials", f"capabilities remain: {caps}")
-        controls += [
-            f"credentials: uid={uid} gid={gid} groups=[] (verified)",
-            "capabilities: inheritable, permitted, effective, bounding, ambient = 0 (verified)",
-        ]
-        return Credentialed(_TOKEN, timings, controls, self._order)
-
-
-def _status_caps() -> dict[str, int]:
-    caps = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("Cap"):
-                key, value = line.split(":", 1)
-                caps[key] = int(value.strip(), 16)
-    return caps
+        controls.append(f"credentials: uid={uid} gid={gid} groups=[] (verified)")
+        return Credentialed(_TOKEN, timings, controls, self._spec)
 
 
 class Credentialed(_RunStage):
     _name = "credentials"
     _after = Hygienic
+
+    def lock_privileges(self) -> Locked:
+        """Verify, from the kernel's own account, that no privilege is left."""
+        timings, controls = self._step()
+        status = _status()
+        caps = {k: v for k, v in status.items() if k.startswith("Cap")}
+        expected = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
+        if set(caps) != expected or any(caps.values()):
+            raise SandboxSetupError("privileges", f"capabilities remain: {caps}")
+        if status.get("NoNewPrivs") != 1:
+            raise SandboxSetupError("privileges", "no_new_privs is not set")
+        controls.append(
+            "capabilities: inheritable, permitted, effective, bounding, ambient = 0 (verified)"
+        )
+        return Locked(_TOKEN, timings, controls, self._spec)
+
+
+class Locked(_RunStage):
+    _name = "privileges"
+    _after = Credentialed
+
+    def install_seccomp(self, program: bytes) -> Filtered:
+        """The syscall filter, last before exec."""
+        timings, controls = self._step()
+        try:
+            _sys.install_filter(program)
+        except OSError as exc:
+            raise _failing("seccomp")(exc) from exc
+        controls.append(f"seccomp: filter of {len(program) // 8} instructions")
+        return Filtered(_TOKEN, timings, controls, self._spec)
+
+
+class Filtered(_RunStage):
+    _name = "seccomp"
+    _after = Locked
 
     def exec(self, before_exec: Callable[[list[tuple[str, float]], list[str]], None]) -> NoReturn:
         """Replace this process with the untrusted program.
@@ -578,10 +607,10 @@ class Credentialed(_RunStage):
         exec closes the setup fd, which tells the proxy the program started.
         """
         timings, controls = self._step()
-        order = self._order
+        spec = self._spec
         timings.mark("exec")
         before_exec(timings.stages, controls)
         try:
-            os.execvpe(order.argv[0], list(order.argv), dict(order.env))
+            os.execvpe(spec.argv[0], list(spec.argv), dict(spec.env))
         except OSError as exc:
-            raise SandboxSetupError("exec", f"{order.argv[0]}: {exc.strerror}") from exc
+            raise SandboxSetupError("exec", f"{spec.argv[0]}: {exc.strerror}") from exc

@@ -1,14 +1,17 @@
-"""The proxy: PID 1 of one run's PID namespace.
+"""The proxy: PID 1 of one slot's PID namespace, serving runs one at a time.
 
-The launcher forks it into a fresh PID namespace. It builds the mount tree,
-creates the run's cgroup, forks the payload (which walks the rest of the chain
-and execs), then enforces cpu and wall time, reaps every descendant, reads the
-evidence and reports it. When it exits, the kernel kills whatever is left in
-the namespace, so no process of the run can outlive it.
+The launcher forks it into a fresh PID namespace. It walks the slot's part of
+the chain once (namespaces, root, seal), then serves runs on its channel: for
+each, it gives the run a fresh /box, /tmp and /dev/shm and its own cgroup,
+forks the payload (which walks the rest of the chain and execs), enforces cpu
+and wall time, kills and reaps every process of the run, reads the evidence,
+reports, and clears the slot for the next run. When it exits, the kernel
+kills whatever is left in the namespace, so nothing of a run can outlive it.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import pickle
@@ -23,9 +26,9 @@ from typing import Any, NoReturn
 
 from rustbox import _sys
 from rustbox._errors import SandboxSetupError
-from rustbox._host import Cgroup, CgroupLimits, CgroupStats
+from rustbox._host import Cgroup, CgroupLimits, CgroupParents, CgroupStats
 from rustbox._sandbox import _chain
-from rustbox._sandbox._spec import BaseTree, Order, ProxyReport, RunSpec, from_memfd, to_memfd
+from rustbox._sandbox._spec import BaseTree, ProxyReport, RunSpec, cgroup_name, pack, unpack
 
 #: Slowest and fastest cpu-time poll. Between them the interval is the time
 #: the payload needs, at full parallelism, to reach its limit: the limit is
@@ -33,17 +36,29 @@ from rustbox._sandbox._spec import BaseTree, Order, ProxyReport, RunSpec, from_m
 _POLL_MAX = 1.0
 _POLL_MIN = 0.005
 _NCPU = os.cpu_count() or 1
+_RECV_MAX = 1 << 16
+#: A run's fds: spec memfd (or none when inline), stdin, stdout, stderr.
+_STDIO = 3
+
+
+def _send(channel: socket.socket, data: bytes, fds: list[int]) -> None:
+    if fds:
+        socket.send_fds(channel, [data], fds)
+    else:
+        channel.send(data)
 
 
 class _Run:
-    def __init__(self, spec: RunSpec, control: socket.socket) -> None:
+    def __init__(self, spec: RunSpec, channel: socket.socket) -> None:
         self.spec = spec
-        self.control = control
+        self.channel = channel
         self.started = 0.0
         self.actions: list[tuple[float, str, str]] = []
         self.kill_reason: str | None = None
+        self.supervisor_gone = False
 
     def kill_all(self, reason: str, why: str) -> None:
+        """SIGKILL every process of the run: as PID 1, kill(-1) reaches them all."""
         if self.kill_reason is None:
             self.kill_reason = reason
         self.actions.append((round(time.monotonic() - self.started, 6), "SIGKILL all", why))
@@ -52,42 +67,34 @@ class _Run:
         except ProcessLookupError:
             pass
 
-
-def _send(
-    control: socket.socket, message: tuple[object, ...], fds: list[int] | None = None
-) -> None:
-    data = pickle.dumps(message)
-    if fds:
-        socket.send_fds(control, [data], fds)
-    else:
-        control.send(data)
-
-
-class _Warm:
-    """A warm proxy's template child and the proxy's ends of it."""
-
-    def __init__(
-        self, prepared: _chain.RootPrepared, pid: int, channel: socket.socket, setup_r: int
-    ) -> None:
-        self.prepared = prepared
-        self.pid = pid
-        self.channel = channel
-        self.setup_r = setup_r
-        self.controls_at_fork = len(prepared.controls)
+    def handle(self, data: bytes) -> None:
+        """A message from the supervisor while the run is on: a kill request for it."""
+        if not data:  # the supervisor is gone; nobody wants the result
+            self.supervisor_gone = True
+            self.kill_all("supervisor", "channel closed")
+            return
+        request = pickle.loads(data)
+        if request[0] == "kill" and request[1] == self.spec.run_id and self.kill_reason is None:
+            self.kill_all(str(request[2]), str(request[3]))
 
 
-def _template(
-    prepared: _chain.RootPrepared, program: bytes, channel: socket.socket, setup_w: int
+def _payload(
+    run_root: _chain.RunRooted,
+    cgroup: Cgroup,
+    stdio: list[int],
+    setup_w: int,
+    program: bytes,
 ) -> NoReturn:
-    """The payload-to-be: drops privileges now, waits for the run, then execs it.
+    """The forked child: walks the run's part of the chain and execs.
 
     Failures are reported on the setup pipe; exec closes that pipe, which is how
     the proxy learns the program started.
     """
+    gc.disable()  # a collection here would only copy pages the proxy shares
 
     def report(message: tuple[object, ...]) -> None:
         # Hygiene moves the setup pipe to SETUP_FD and closes the original, so
-        # a failure late in that stage finds it there.
+        # a failure late in the chain finds it there.
         data = pickle.dumps(message)
         for fd in (setup_w, _chain.SETUP_FD):
             try:
@@ -100,39 +107,16 @@ def _template(
         report(("ok", timings, controls))
 
     try:
-        filtered = prepared.become_template().lock_privileges().install_seccomp(program)
-        data, fds, _, _ = socket.recv_fds(channel, 1 << 16, 4)
-        if not data:
-            os._exit(0)  # the proxy is retiring
-        channel.close()
-        order = pickle.loads(data)
-        attached = filtered.await_run(order)
-        credentialed = attached.apply_hygiene(fds, setup_w).drop_credentials()
-        credentialed.exec(before_exec)
+        attached = run_root.attach_cgroup(cgroup)
+        hygienic = attached.apply_hygiene(stdio, setup_w)
+        locked = hygienic.drop_credentials().lock_privileges()
+        locked.install_seccomp(program).exec(before_exec)
     except SandboxSetupError as exc:
         report(("error", exc.stage, exc.detail))
     except BaseException as exc:
         report(("error", "payload", f"{type(exc).__name__}: {exc}"))
     finally:
         os._exit(126)
-
-
-def _fork_template(prepared: _chain.RootPrepared, program: bytes, close: list[int]) -> _Warm:
-    setup_r, setup_w = os.pipe()
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(setup_r)
-            ours.close()
-            for fd in close:
-                os.close(fd)
-            _template(prepared, program, theirs, setup_w)
-        finally:
-            os._exit(126)
-    os.close(setup_w)
-    theirs.close()
-    return _Warm(prepared, pid, ours, setup_r)
 
 
 def _read_setup(fd: int) -> tuple[Any, ...] | None:
@@ -202,7 +186,7 @@ def _supervise(run: _Run, cgroup: Cgroup, pid: int) -> tuple[int, resource.struc
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
-    poller.register(run.control.fileno(), select.POLLIN)
+    poller.register(run.channel.fileno(), select.POLLIN)
     try:
         while True:
             used = cgroup.cpu_usage_ns()
@@ -220,58 +204,170 @@ def _supervise(run: _Run, cgroup: Cgroup, pid: int) -> tuple[int, resource.struc
                     _, status, rusage = os.wait4(pid, 0)
                     return status, rusage
                 try:
-                    message = run.control.recv(4096)
+                    data = run.channel.recv(_RECV_MAX)
                 except ConnectionResetError:
-                    message = b""
-                if not message:  # the supervisor is gone; nobody wants the result
-                    run.kill_all("supervisor", "control socket closed")
-                    poller.unregister(run.control.fileno())
-                    continue
-                request = pickle.loads(message)
-                if request[0] == "kill" and run.kill_reason is None:
-                    run.kill_all(str(request[1]), str(request[2]))
+                    data = b""
+                run.handle(data)
+                if run.supervisor_gone:
+                    poller.unregister(run.channel.fileno())
     finally:
         os.close(pidfd)
 
 
-def _serve(
-    spec: RunSpec, control: socket.socket, stdio: list[int], warm: _Warm
-) -> tuple[Cgroup, ProxyReport]:
-    """Run the payload; the caller sends the report, then removes the cgroup."""
-    run = _Run(spec, control)
-    t0 = time.perf_counter()
-    cgroup = spec.cgroups.create(
-        spec.cgroup_name, CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes)
-    )
-    t1 = time.perf_counter()
-    try:
-        warm.prepared.timings.resume()
-        rooted = warm.prepared.build_root(spec)
-        t2 = time.perf_counter()
-        cgroup.attach(warm.pid)
-        t3 = time.perf_counter()
+#: Stages the payload walks (the rest ran in the proxy).
+_PAYLOAD_STAGES = frozenset({"cgroup", "hygiene", "credentials", "privileges", "seccomp", "exec"})
+
+
+class _Slot:
+    """The proxy's state: the sealed chain, the cgroup parents, the slot's uid."""
+
+    def __init__(
+        self,
+        base: BaseTree,
+        sealed: _chain.Sealed,
+        parents: CgroupParents,
+        last_pid_fd: int,
+        uid: int,
+        gid: int,
+    ) -> None:
+        self.base = base
+        self.sealed = sealed
+        self.parents = parents
+        self.last_pid_fd = last_pid_fd
+        self.uid = uid
+        self.gid = gid
+        self.slot_setup = [("slot:" + name, ms) for name, ms in sealed.timings.stages]
+
+    @classmethod
+    def build(cls, base: BaseTree, uid: int, gid: int) -> _Slot:
+        """The slot's part of the chain. What must be reached from outside the new
+        root (the cgroup parents, this namespace's ns_last_pid) is opened first."""
+        private = _chain.enter_namespaces().make_mounts_private()
         try:
-            socket.send_fds(warm.channel, [pickle.dumps(Order.of(spec))], stdio)
-        except OSError:
-            pass  # the template died while warm; its reason is on the setup pipe
-        warm.channel.close()
+            parents = base.cgroups.open_parents()
+        except OSError as exc:
+            raise SandboxSetupError("cgroup", str(exc)) from exc
+        try:
+            # Written per run so each run's payload is PID 2 and sees no trace
+            # of how many processes the slot's earlier runs made.
+            last_pid_fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_WRONLY | os.O_CLOEXEC)
+            os.pwrite(last_pid_fd, b"1", 0)
+        except OSError as exc:
+            parents.close()
+            raise SandboxSetupError("namespaces", f"ns_last_pid: {exc}") from exc
+        sealed = private.build_root(base, uid, gid).seal()
+        return cls(base, sealed, parents, last_pid_fd, uid, gid)
+
+    def serve(self, channel: socket.socket) -> int:
+        """Serve runs until the supervisor closes the channel; returns the exit code.
+
+        A run whose sandbox failed, or a slot that cannot be cleared, ends the
+        slot: the supervisor then builds a fresh one.
+        """
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(channel, _RECV_MAX, 8)
+            except InterruptedError:
+                continue
+            if not data:
+                return 0
+            message = pickle.loads(data)
+            if message[0] == "kill":
+                continue  # meant for a run that has finished meanwhile
+            if message[0] != "run" or len(fds) not in (_STDIO, _STDIO + 1):
+                for fd in fds:
+                    os.close(fd)
+                return 1
+            run_id = str(message[1])
+            healthy = self._one(channel, run_id, message[2], fds)
+            if not healthy:
+                return 1
+
+    def _one(
+        self, channel: socket.socket, run_id: str, inline: bytes | None, fds: list[int]
+    ) -> bool:
+        """Serve one run; False when the slot must retire."""
+        cleanup: list[Any] = []
+        try:
+            spec = unpack(inline, fds)
+            assert isinstance(spec, RunSpec) and spec.run_id == run_id
+            stdio = fds
+            report = self._serve(spec, channel, stdio, cleanup)
+        except SandboxSetupError as exc:
+            report = ProxyReport.failed(exc.stage, exc.detail)
+        except BaseException:
+            report = ProxyReport.failed("proxy", traceback.format_exc(limit=8))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        data, report_fds = pack(("done", run_id), report)
+        try:
+            _send(channel, data, report_fds)
+        finally:
+            for fd in report_fds:
+                os.close(fd)
+        # Tidying up is off the result's path.
+        healthy = report.error_stage is None
+        for item in reversed(cleanup):
+            try:
+                if isinstance(item, Cgroup):
+                    item.remove()
+                else:
+                    item.clear()
+            except Exception:
+                healthy = False
+        try:
+            os.waitpid(-1, os.WNOHANG)
+            healthy = False  # a process of the run is still around
+        except ChildProcessError:
+            pass
+        return healthy
+
+    def _serve(
+        self, spec: RunSpec, channel: socket.socket, stdio: list[int], cleanup: list[Any]
+    ) -> ProxyReport:
+        if (spec.uid, spec.gid) != (self.uid, self.gid):
+            raise SandboxSetupError("proxy", f"run for uid {spec.uid} sent to slot {self.uid}")
+        run = _Run(spec, channel)
+        t0 = time.perf_counter()
+        os.pwrite(self.last_pid_fd, b"1", 0)
+        run_root = self.sealed.stage_run(spec)
+        cleanup.append(run_root)
+        t1 = time.perf_counter()
+        cgroup = self.parents.create(
+            cgroup_name(self.uid),
+            CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes),
+        )
+        cleanup.append(cgroup)
+        t2 = time.perf_counter()
+        setup_r, setup_w = os.pipe()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(setup_r)
+                    _payload(run_root, cgroup, stdio, setup_w, self.base.seccomp_program)
+                finally:
+                    os._exit(126)
+        finally:
+            os.close(setup_w)
         for fd in stdio:
             os.close(fd)
-        message = _read_setup(warm.setup_r)
-        os.close(warm.setup_r)
+        stdio.clear()
+        try:
+            message = _read_setup(setup_r)
+        finally:
+            os.close(setup_r)
         run.started = time.monotonic()
         ran = [
-            ("cgroup_create", round((t1 - t0) * 1000, 3)),
-            ("root", round((t2 - t1) * 1000, 3)),
-            ("attach", round((t3 - t2) * 1000, 3)),
+            ("run_root", round((t1 - t0) * 1000, 3)),
+            ("cgroup_create", round((t2 - t1) * 1000, 3)),
         ]
-        root_controls = rooted.controls[warm.controls_at_fork :]
-        setup: list[tuple[str, float]] = ran
-        controls: list[str] = root_controls
+        setup: list[tuple[str, float]] = self.slot_setup + ran
+        controls: list[str] = list(self.sealed.controls)
         error_stage = error = None
         status: int | None = None
         rusage = None
-        pid = warm.pid
         if message is None or message[0] != "ok":
             _, status, rusage = os.wait4(pid, 0)
             if message is None:
@@ -279,12 +375,10 @@ def _serve(
             else:
                 error_stage, error = str(message[1]), str(message[2])
         else:
-            stages, controls = list(message[1]), list(message[2])
-            warm_part = [s for s in stages if s[0] not in _RUN_STAGES]
-            run_part = [s for s in stages if s[0] in _RUN_STAGES]
-            setup = warm_part + ran + run_part
-            controls = _merge_controls(controls, root_controls)
-            _send(control, ("started",))
+            stages, run_controls = list(message[1]), list(message[2])
+            setup += [s for s in stages if s[0] in _PAYLOAD_STAGES]
+            controls += run_controls
+            channel.send(pickle.dumps(("started", spec.run_id)))
             status, rusage = _supervise(run, cgroup, pid)
         wall = time.monotonic() - run.started
         try:
@@ -294,122 +388,61 @@ def _serve(
         _reap_all()
         stats: CgroupStats | None = cgroup.stats()
         files, missing = _collect(spec.collect, spec.limits.box_size) if error is None else ([], [])
-    except BaseException:
-        _remove_quietly(cgroup)
-        raise
-    return cgroup, ProxyReport(
-        error_stage=error_stage,
-        error=error,
-        wait_status=status,
-        rusage_user=rusage.ru_utime if rusage else 0.0,
-        rusage_sys=rusage.ru_stime if rusage else 0.0,
-        rusage_maxrss=(rusage.ru_maxrss * 1024) if rusage else 0,
-        stats=stats,
-        kill_reason=run.kill_reason,
-        actions=tuple(run.actions),
-        setup=tuple(setup),
-        wall_time=wall,
-        files=tuple(files),
-        missing_files=tuple(missing),
-        controls=tuple(controls),
-    )
-
-
-#: Stages the template walks once the run has arrived (the rest ran while warm).
-_RUN_STAGES = frozenset({"cgroup", "hygiene", "credentials", "exec"})
-
-
-def _merge_controls(template: list[str], root: list[str]) -> list[str]:
-    """The template's controls with the proxy's run-time root controls in order."""
-    for i, control in enumerate(template):
-        if control.startswith("cgroup "):
-            return template[:i] + root + template[i:]
-    return template + root
-
-
-def _remove_quietly(cgroup: Cgroup) -> None:
-    """Remove the run's cgroup; the supervisor retries if this fails."""
-    try:
-        cgroup.remove()
-    except OSError:
-        pass
+        return ProxyReport(
+            error_stage=error_stage,
+            error=error,
+            wait_status=status,
+            rusage_user=rusage.ru_utime if rusage else 0.0,
+            rusage_sys=rusage.ru_stime if rusage else 0.0,
+            rusage_maxrss=(rusage.ru_maxrss * 1024) if rusage else 0,
+            stats=stats,
+            kill_reason=run.kill_reason,
+            actions=tuple(run.actions),
+            setup=tuple(setup),
+            wall_time=wall,
+            files=tuple(files),
+            missing_files=tuple(missing),
+            controls=tuple(controls),
+        )
 
 
 def _arm(launcher_pidfd: int) -> None:
-    """Die with the launcher, stay out of reach of the payload, reap children."""
+    """Die with the launcher, stay out of reach of the payload."""
     _sys.set_pdeathsig(signal.SIGKILL)
     if select.select([launcher_pidfd], [], [], 0)[0]:
         os._exit(1)  # the launcher died before PDEATHSIG was armed
     os.close(launcher_pidfd)
     _sys.set_dumpable(False)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-def warm_main(channel_fd: int, launcher_pidfd: int, base: BaseTree) -> NoReturn:
-    """Entry point of a proxy the launcher forks ahead of demand. Never returns.
+def slot_main(channel_fd: int, launcher_pidfd: int, base: BaseTree, uid: int, gid: int) -> NoReturn:
+    """Entry point of a slot's proxy, forked by the launcher. Never returns.
 
-    Right away it builds its namespaces and the shared part of the root, and
-    forks the template that drops privileges and installs the filter. Then it
-    waits on its channel for one run: six fds (spec, control, stdin, stdout,
-    stderr, and the uid lock, which it keeps until it exits). A run handed to
-    it pays only for the stages that need the run.
+    It builds the slot, says ("ready", timings) or ("failed", stage, detail)
+    on its channel, then serves runs. The uid lock the launcher passed stays
+    open in this process until it exits: however long the slot lives, no
+    other run on the host can take its uid.
     """
-    code = 0
+    code = 1
     try:
         _arm(launcher_pidfd)
         _chain.reset_progress()
-        warm: _Warm | None = None
-        failure: SandboxSetupError | None = None
-        try:
-            private = _chain.enter_namespaces().make_mounts_private()
-            prepared = private.prepare_root(base)
-            warm = _fork_template(prepared, base.seccomp_program, [channel_fd])
-        except SandboxSetupError as exc:
-            failure = exc
         channel = socket.socket(fileno=channel_fd)
-        data, fds, _, _ = socket.recv_fds(channel, 64, 8)
-        channel.close()
-        if not data or len(fds) != 6:
-            os._exit(0)  # the launcher is retiring this proxy
-        # The uid lock stays open here until this proxy exits: however late it
-        # got its run, no other run can take its uid while it lives.
-        spec_fd, control_fd, *stdio, _uid_lock = fds
-        code = _answer(spec_fd, control_fd, stdio, warm, failure)
-    finally:
-        os._exit(code)
-
-
-def _answer(
-    spec_fd: int,
-    control_fd: int,
-    stdio: list[int],
-    warm: _Warm | None,
-    failure: SandboxSetupError | None,
-) -> int:
-    """Serve one run and send the report; returns the proxy's exit code."""
-    control = socket.socket(fileno=control_fd)
-    try:
-        spec = from_memfd(spec_fd)
-        os.close(spec_fd)
-        assert isinstance(spec, RunSpec)
-        cgroup = None
         try:
-            if failure is not None:
-                raise failure
-            assert warm is not None
-            cgroup, report = _serve(spec, control, stdio, warm)
+            slot = _Slot.build(base, uid, gid)
         except SandboxSetupError as exc:
-            report = ProxyReport.failed(exc.stage, exc.detail)
-        fd = to_memfd(report, "rustbox-report")
-        _send(control, ("done",), [fd])  # the result first; tidying up is off its path
-        if cgroup is not None:
-            _remove_quietly(cgroup)
-        return 0
+            channel.send(pickle.dumps(("failed", exc.stage, exc.detail)))
+            return_code = 1
+        else:
+            channel.send(pickle.dumps(("ready", slot.slot_setup)))
+            gc.collect()
+            gc.freeze()  # payloads fork from this heap: keep the collector off its pages
+            return_code = slot.serve(channel)
+        code = return_code
     except BaseException:
         try:
-            detail = traceback.format_exc(limit=8)
-            fd = to_memfd(ProxyReport.failed("proxy", detail), "rustbox-report")
-            _send(control, ("done",), [fd])
+            channel.send(pickle.dumps(("failed", "proxy", traceback.format_exc(limit=8))))
         except BaseException:
             pass
-        return 1
+    finally:
+        os._exit(code)

@@ -1,9 +1,10 @@
-"""What crosses the process boundaries of one run.
+"""What crosses the process boundaries of a slot and its runs.
 
-The supervisor pickles a :class:`RunSpec` into a sealed memfd; the proxy reads
-it after fork. The proxy answers with a :class:`ProxyReport`, also through a
-memfd, so neither message is bounded by a socket buffer. Both ends are
-rustbox's own trusted code; the untrusted payload never sees either.
+The supervisor sends a :class:`RunSpec` to a slot's proxy; the proxy answers
+with a :class:`ProxyReport`. Both travel pickled in the datagram itself when
+small, or in a memfd when not (files to place or collect can be large), so
+neither is bounded by a socket buffer. Both ends are rustbox's own trusted
+code; the untrusted payload never sees either.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ DEFAULT_READONLY_BINDS: tuple[str, ...] = ("/usr", "/bin", "/lib", "/lib64", "/s
 DEFAULT_ETC_BINDS: tuple[str, ...] = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 HOSTNAME = "rustbox-sandbox"
+#: Messages at most this large travel inline; larger ones in a memfd.
+INLINE_MAX = 32 << 10
 
 
 @attrs.frozen
@@ -36,11 +39,18 @@ class FileSpec:
 
 @attrs.frozen
 class BaseTree:
-    """What every sandbox of one supervisor shares; warm proxies mount it ahead of time."""
+    """What every slot of one supervisor shares."""
 
-    root_dir: str  #: host directory the new root tmpfs is mounted on (in the run's mount ns)
+    root_dir: str  #: host directory the new root tmpfs is mounted on (in the slot's mount ns)
     readonly_binds: tuple[str, ...]
-    seccomp_program: bytes  #: installed by each template before its run arrives
+    seccomp_program: bytes  #: installed by each payload last before exec
+    cgroups: CgroupTree
+
+
+def cgroup_name(uid: int) -> str:
+    """A run's cgroup is named after its slot's uid: a uid's lock owns the name,
+    which is how a sweep tells a crashed supervisor's leftovers from live groups."""
+    return f"u{uid}"
 
 
 @attrs.frozen
@@ -52,37 +62,8 @@ class RunSpec:
     files: tuple[FileSpec, ...]
     collect: tuple[str, ...]
     limits: Limits
-    uid: int
+    uid: int  #: the slot's uid; the proxy refuses a run meant for another
     gid: int
-    cgroups: CgroupTree
-    cgroup_name: str
-
-
-@attrs.frozen
-class Order:
-    """What the template needs of the run: handed over with the run's stdio fds."""
-
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-    cwd: str
-    limits: Limits
-    uid: int
-    gid: int
-    cgroup_version: int
-    cgroup_name: str
-
-    @classmethod
-    def of(cls, spec: RunSpec) -> Order:
-        return cls(
-            argv=spec.argv,
-            env=spec.env,
-            cwd=spec.cwd,
-            limits=spec.limits,
-            uid=spec.uid,
-            gid=spec.gid,
-            cgroup_version=spec.cgroups.version,
-            cgroup_name=spec.cgroup_name,
-        )
 
 
 @attrs.frozen
@@ -125,31 +106,39 @@ class ProxyReport:
         )
 
 
-def to_memfd(obj: Any, name: str) -> int:
-    """Pickle ``obj`` into a sealed-size memfd positioned at 0; returns the fd."""
+def pack(header: tuple[object, ...], obj: Any) -> tuple[bytes, list[int]]:
+    """A datagram carrying ``header`` and ``obj``: inline, or in a memfd (the fd
+    returned is the caller's to close once sent)."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    if len(data) <= INLINE_MAX:
+        return pickle.dumps((*header, data), protocol=pickle.HIGHEST_PROTOCOL), []
+    fd = os.memfd_create("rustbox-message", os.MFD_CLOEXEC)
     try:
         view = memoryview(data)
         while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.lseek(fd, 0, os.SEEK_SET)
+            view = view[os.write(fd, view) :]
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return pickle.dumps((*header, None), protocol=pickle.HIGHEST_PROTOCOL), [fd]
 
 
-def from_memfd(fd: int) -> Any:
-    """Read back what :func:`to_memfd` wrote (the fd is not closed)."""
-    size = os.fstat(fd).st_size
-    chunks = []
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, size - offset, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
+def unpack(payload: bytes | None, fds: list[int]) -> Any:
+    """The object :func:`pack` sent: ``payload`` is the header's last item; a memfd
+    in ``fds`` is read and closed."""
+    if payload is not None:
+        return pickle.loads(payload)
+    fd = fds.pop(0)
+    try:
+        size = os.fstat(fd).st_size
+        chunks = []
+        offset = 0
+        while offset < size:
+            chunk = os.pread(fd, size - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+    finally:
+        os.close(fd)
     return pickle.loads(b"".join(chunks))

@@ -15,6 +15,7 @@ from rustbox._limits import parse_size
 
 KiB = 1024
 MiB = 1024 * KiB
+DAY = 24 * 3600.0
 
 #: The judge's own bound on source size (``rustbox._judge._judge.MAX_CODE``).
 MAX_CODE = 64 * KiB
@@ -109,6 +110,11 @@ class ServiceConfig:
     #: Seconds past a run's wall-time budget before the reaper marks it as an error.
     reap_margin: float = attrs.field(default=60.0, validator=_non_negative("reap_margin"))
     reap_interval: float = attrs.field(default=10.0, validator=_non_negative("reap_interval"))
+    #: Seconds an ended submission is kept after ``completed_at``; 0 keeps it forever.
+    result_ttl: float = attrs.field(default=7 * DAY, validator=_non_negative("result_ttl"))
+    #: Seconds an Idempotency-Key replays its submission (from ``created_at``); 0: as long
+    #: as the submission is kept.
+    idempotency_ttl: float = attrs.field(default=DAY, validator=_non_negative("idempotency_ttl"))
     node_id: str = attrs.field(factory=socket.gethostname)
     #: A TOML file of language overrides (as ``rustbox judge --config``).
     languages_config: str | None = None
@@ -158,6 +164,8 @@ _FLOATS = {
     "webhook_timeout",
     "reap_margin",
     "reap_interval",
+    "result_ttl",
+    "idempotency_ttl",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

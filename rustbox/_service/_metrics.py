@@ -65,6 +65,7 @@ class Metrics:
         self.runs: Counter[tuple[str, str]] = Counter()  # (status, verdict)
         self.http: Counter[str] = Counter()  # status code
         self.webhooks: Counter[str] = Counter()  # outcome
+        self.purged = 0  #: submissions the retention purge deleted
         self.latency = Histogram()  #: created -> completed (what a client waits)
         self.run_time = Histogram()  #: started -> completed (the judge itself)
 
@@ -106,4 +107,10 @@ class Metrics:
         ]
         for outcome, n in sorted(self.webhooks.items()):
             out.append(f"rustbox_webhook_deliveries_total{_labels([('outcome', outcome)])} {n}")
+        out += [
+            "# HELP rustbox_submissions_purged_total Ended submissions deleted "
+            "after the result TTL.",
+            "# TYPE rustbox_submissions_purged_total counter",
+            f"rustbox_submissions_purged_total {self.purged}",
+        ]
         return "\n".join(out) + "\n"

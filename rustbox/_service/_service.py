@@ -34,7 +34,7 @@ from rustbox._service._model import (
     outcome_from_report,
 )
 from rustbox._service._queue import WorkQueue
-from rustbox._service._store import SqliteStore, Store
+from rustbox._service._store import PURGE_BATCH, SqliteStore, Store
 from rustbox._service._webhooks import (
     Resolver,
     WebhookSender,
@@ -44,6 +44,8 @@ from rustbox._service._webhooks import (
 )
 
 RESTARTED = "the service restarted while this submission was running; it was not re-run"
+#: The purge runs every tenth of the shortest TTL, and at most this many seconds apart.
+PURGE_EVERY = 60.0
 
 
 class Unavailable(Exception):
@@ -166,6 +168,9 @@ class Service:
                 for _ in range(self.config.workers):
                     self._tg.start_soon(self._worker)
                 self._tg.start_soon(self._reaper)
+            # even without sandboxes: results already stored must still expire
+            if self.purge_interval is not None:
+                self._tg.start_soon(self._purger, self.purge_interval)
             self._accepting = True
             self._stack = stack.pop_all()
         self.log.info(
@@ -173,6 +178,8 @@ class Service:
             workers=self.config.workers,
             db=self.config.db,
             queue_size=self.config.queue_size,
+            result_ttl=self.config.result_ttl,
+            idempotency_ttl=self.config.idempotency_ttl,
         )
         self._started.set()
         return self
@@ -372,8 +379,9 @@ class Service:
         retrying a lost response gets its id rather than a 503.
         """
         fingerprint = request.fingerprint()
+        keys_since = self._keys_since(time.time())
         if idempotency_key is not None:
-            existing = await self.store.get_by_key(idempotency_key)
+            existing = await self.store.get_by_key(idempotency_key, keys_since)
             if existing is not None:
                 return self._replay(existing, fingerprint), False
         if not self._accepting:
@@ -396,7 +404,7 @@ class Service:
             webhook_state=WebhookState.PENDING if request.webhook_url else WebhookState.NONE,
         )
         try:
-            stored, created = await self.store.create(record)
+            stored, created = await self.store.create(record, keys_since)
         except BaseException:
             self._queue.release()
             raise
@@ -407,6 +415,11 @@ class Service:
         self._queue.put_reserved(stored)
         (log or self.log).debug("submission accepted", submission=stored.id, language=language)
         return stored, True
+
+    def _keys_since(self, now: float) -> float | None:
+        """Keys of submissions created before this have expired (None: keys never expire)."""
+        ttl = self.config.idempotency_ttl
+        return now - ttl if ttl > 0 else None
 
     def _replay(self, existing: SubmissionRecord, fingerprint: str) -> SubmissionRecord:
         if existing.fingerprint != fingerprint:
@@ -568,6 +581,57 @@ class Service:
                     waiter.record = done
                     waiter.event.set()
         return stuck
+
+    # -- retention ------------------------------------------------------------
+
+    @property
+    def purge_interval(self) -> float | None:
+        """A tenth of the shortest TTL, at most PURGE_EVERY; None when nothing expires.
+
+        Results then outlive their TTL by at most a tenth of it (or a minute).
+        """
+        ttls = [t for t in (self.config.result_ttl, self.config.idempotency_ttl) if t > 0]
+        if not ttls:
+            return None
+        return max(0.05, min(PURGE_EVERY, min(ttls) / 10))
+
+    async def _purger(self, interval: float) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                self.log.exception("purge failed")
+            await anyio.sleep(interval)
+
+    async def purge(self, now: float | None = None) -> int:
+        """Delete expired results and idempotency keys; returns the submissions deleted.
+
+        Batch by batch, each its own short transaction (one store call, in a
+        worker thread): requests queue between batches, never behind the
+        whole backlog.
+        """
+        config = self.config
+        moment = time.time() if now is None else now
+        deleted = keys = 0
+        while True:
+            batch = await self.store.purge(
+                moment, config.result_ttl, config.idempotency_ttl, PURGE_BATCH
+            )
+            deleted += batch.deleted
+            keys += batch.keys_cleared
+            self.metrics.purged += batch.deleted
+            if batch.deleted < PURGE_BATCH and batch.keys_cleared < PURGE_BATCH:
+                break
+            await anyio.sleep(0)
+        if deleted or keys:
+            self.log.info(
+                "purged expired submissions",
+                deleted=deleted,
+                keys_cleared=keys,
+                result_ttl=config.result_ttl,
+                idempotency_ttl=config.idempotency_ttl,
+            )
+        return deleted
 
     # -- webhooks -------------------------------------------------------------
 

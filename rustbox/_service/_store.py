@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from rustbox._errors import InvalidInput
 from rustbox._service._model import (
@@ -29,6 +30,17 @@ from rustbox._service._model import (
 
 T = TypeVar("T")
 
+#: Rows one purge call touches at most: one short transaction, so requests are not held up.
+PURGE_BATCH = 500
+
+
+@attrs.frozen
+class Purged:
+    """What one :meth:`Store.purge` call did; a count equal to the limit means more may be left."""
+
+    deleted: int = 0  #: submissions removed (their idempotency keys with them)
+    keys_cleared: int = 0  #: expired idempotency keys taken off submissions that stay
+
 
 class Store(Protocol):
     """Persistence of submissions. Every method is atomic on its own."""
@@ -37,13 +49,23 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def create(self, record: SubmissionRecord) -> tuple[SubmissionRecord, bool]:
-        """Insert; if the record's idempotency key is taken, return that row and False."""
+    async def create(
+        self, record: SubmissionRecord, keys_since: float | None = None
+    ) -> tuple[SubmissionRecord, bool]:
+        """Insert; if the record's idempotency key is taken, return that row and False.
+
+        A key on a submission created before ``keys_since`` has expired: it is
+        taken off that submission and the new one gets it. None: keys never expire.
+        """
         ...
 
     async def get(self, submission_id: str) -> SubmissionRecord | None: ...
 
-    async def get_by_key(self, key: str) -> SubmissionRecord | None: ...
+    async def get_by_key(
+        self, key: str, keys_since: float | None = None
+    ) -> SubmissionRecord | None:
+        """The submission holding ``key``, unless it was created before ``keys_since``."""
+        ...
 
     async def claim(
         self, submission_id: str, started_at: float, deadline: float
@@ -77,6 +99,22 @@ class Store(Protocol):
         self, submission_id: str, state: WebhookState, attempts: int, error: str | None
     ) -> None: ...
 
+    async def purge(
+        self,
+        now: float,
+        result_ttl: float,
+        idempotency_ttl: float,
+        limit: int = PURGE_BATCH,
+    ) -> Purged:
+        """Delete ended submissions past ``result_ttl``; clear keys past ``idempotency_ttl``.
+
+        Ages count from ``completed_at`` (results) and ``created_at`` (keys);
+        a TTL of 0 turns that half off. Pending and running submissions, and
+        those whose webhook is still owed, are kept. At most ``limit`` rows of
+        each kind per call: the caller repeats while a count reaches it.
+        """
+        ...
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
@@ -105,6 +143,9 @@ CREATE TABLE IF NOT EXISTS submissions (
     webhook_error TEXT
 );
 CREATE INDEX IF NOT EXISTS submissions_by_status ON submissions (status, created_at);
+CREATE INDEX IF NOT EXISTS submissions_by_completion ON submissions (status, completed_at);
+CREATE INDEX IF NOT EXISTS submissions_keyed_by_age ON submissions (created_at)
+    WHERE idempotency_key IS NOT NULL;
 """
 
 _COLUMNS = (
@@ -211,7 +252,9 @@ class SqliteStore:
             raise RuntimeError("the store is not open")
         return self._conn
 
-    def create_sync(self, record: SubmissionRecord) -> tuple[SubmissionRecord, bool]:
+    def create_sync(
+        self, record: SubmissionRecord, keys_since: float | None = None
+    ) -> tuple[SubmissionRecord, bool]:
         with self._lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
@@ -222,8 +265,16 @@ class SqliteStore:
                         (record.idempotency_key,),
                     ).fetchone()
                     if row is not None:
-                        db.execute("COMMIT")
-                        return _row_to_record(row), False
+                        holder = _row_to_record(row)
+                        if keys_since is None or holder.created_at >= keys_since:
+                            db.execute("COMMIT")
+                            return holder, False
+                        # expired, not purged yet: the column is UNIQUE, so free it first
+                        db.execute(
+                            "UPDATE submissions SET idempotency_key = NULL, fingerprint = NULL "
+                            "WHERE id = ?",
+                            (holder.id,),
+                        )
                 db.execute(
                     "INSERT INTO submissions (id, status, language, request, idempotency_key, "
                     "fingerprint, created_at, webhook_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -253,11 +304,13 @@ class SqliteStore:
         with self._lock:
             return self._one(f"SELECT {_COLUMNS} FROM submissions WHERE id = ?", (submission_id,))
 
-    def get_by_key_sync(self, key: str) -> SubmissionRecord | None:
+    def get_by_key_sync(self, key: str, keys_since: float | None = None) -> SubmissionRecord | None:
+        sql = f"SELECT {_COLUMNS} FROM submissions WHERE idempotency_key = ?"
+        args: tuple[Any, ...] = (key,)
+        if keys_since is not None:
+            sql, args = sql + " AND created_at >= ?", (key, keys_since)
         with self._lock:
-            return self._one(
-                f"SELECT {_COLUMNS} FROM submissions WHERE idempotency_key = ?", (key,)
-            )
+            return self._one(sql, args)
 
     def claim_sync(
         self, submission_id: str, started_at: float, deadline: float
@@ -341,6 +394,39 @@ class SqliteStore:
                 (state.value, attempts, error, submission_id),
             )
 
+    def purge_sync(
+        self,
+        now: float,
+        result_ttl: float,
+        idempotency_ttl: float,
+        limit: int = PURGE_BATCH,
+    ) -> Purged:
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = keys = 0
+                if result_ttl > 0:
+                    # rowid IN (... LIMIT): DELETE ... LIMIT needs a compile-time option
+                    deleted = db.execute(
+                        "DELETE FROM submissions WHERE rowid IN (SELECT rowid FROM submissions "
+                        "WHERE completed_at < ? AND status IN ('completed', 'error') "
+                        "AND webhook_state != 'pending' LIMIT ?)",
+                        (now - result_ttl, limit),
+                    ).rowcount
+                if idempotency_ttl > 0:
+                    keys = db.execute(
+                        "UPDATE submissions SET idempotency_key = NULL, fingerprint = NULL "
+                        "WHERE rowid IN (SELECT rowid FROM submissions "
+                        "WHERE idempotency_key IS NOT NULL AND created_at < ? LIMIT ?)",
+                        (now - idempotency_ttl, limit),
+                    ).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return Purged(deleted=deleted, keys_cleared=keys)
+
     # -- async face -------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -354,14 +440,18 @@ class SqliteStore:
     async def close(self) -> None:
         await self._call(self.close_sync)
 
-    async def create(self, record: SubmissionRecord) -> tuple[SubmissionRecord, bool]:
-        return await self._call(self.create_sync, record)
+    async def create(
+        self, record: SubmissionRecord, keys_since: float | None = None
+    ) -> tuple[SubmissionRecord, bool]:
+        return await self._call(self.create_sync, record, keys_since)
 
     async def get(self, submission_id: str) -> SubmissionRecord | None:
         return await self._call(self.get_sync, submission_id)
 
-    async def get_by_key(self, key: str) -> SubmissionRecord | None:
-        return await self._call(self.get_by_key_sync, key)
+    async def get_by_key(
+        self, key: str, keys_since: float | None = None
+    ) -> SubmissionRecord | None:
+        return await self._call(self.get_by_key_sync, key, keys_since)
 
     async def claim(
         self, submission_id: str, started_at: float, deadline: float
@@ -389,3 +479,12 @@ class SqliteStore:
         self, submission_id: str, state: WebhookState, attempts: int, error: str | None
     ) -> None:
         await self._call(self.set_webhook_sync, submission_id, state, attempts, error)
+
+    async def purge(
+        self,
+        now: float,
+        result_ttl: float,
+        idempotency_ttl: float,
+        limit: int = PURGE_BATCH,
+    ) -> Purged:
+        return await self._call(self.purge_sync, now, result_ttl, idempotency_ttl, limit)

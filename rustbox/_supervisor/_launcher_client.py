@@ -1,4 +1,4 @@
-"""The supervisor's side of the launcher: start it, send runs to it, stop it."""
+"""The supervisor's side of the launcher: start it, ask it for slots, stop it."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class LauncherClient:
         self._closed = False
 
     @classmethod
-    async def start(cls, warm: int, base: BaseTree, timeout: float = 30.0) -> LauncherClient:
+    async def start(cls, base: BaseTree, timeout: float = 30.0) -> LauncherClient:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             child_end = theirs.fileno()
@@ -58,7 +58,6 @@ class LauncherClient:
                     "-c",
                     code,
                     str(os.getpid()),
-                    str(warm),
                     pickle.dumps(base).hex(),
                 ],
                 _LAUNCHER_ENV,
@@ -92,9 +91,10 @@ class LauncherClient:
             return False
         return not select.select([self._pidfd], [], [], 0)[0]
 
-    async def submit(self, run_id: str, fds: list[int]) -> None:
-        """Hand one run to the launcher; the fds are duplicated into it."""
-        data = pickle.dumps(("run", run_id))
+    async def fork_slot(self, uid: int, gid: int, channel_fd: int, lock_fd: int) -> None:
+        """Ask for a slot's proxy on ``channel_fd`` (both fds are duplicated into it)."""
+        data = pickle.dumps(("slot", uid, gid))
+        fds = [channel_fd, lock_fd]
         async with self._send_lock:
             while True:
                 if self._closed:

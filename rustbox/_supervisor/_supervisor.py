@@ -7,7 +7,6 @@ import logging
 import os
 import pickle
 import re
-import signal
 import socket
 import time
 import uuid
@@ -21,21 +20,22 @@ import attrs
 import structlog
 
 from rustbox import _sys
-from rustbox._errors import HostUnsupported, InvalidInput, LauncherDied, RustboxError
+from rustbox._errors import HostUnsupported, InvalidInput, RustboxError
 from rustbox._host import CgroupTree, UidLease, UidPool, UidPoolExhausted
 from rustbox._limits import Limits
 from rustbox._result import Action, Result, StreamReport
 from rustbox._sandbox._spec import (
     DEFAULT_READONLY_BINDS,
     BaseTree,
-    FileSpec,
     ProxyReport,
     RunSpec,
-    from_memfd,
-    to_memfd,
+    cgroup_name,
+    pack,
+    unpack,
 )
 from rustbox._supervisor import _inputs
 from rustbox._supervisor._launcher_client import LauncherClient
+from rustbox._supervisor._slots import Slot, SlotPool, open_slot, receive
 from rustbox._supervisor._verdict import build_result
 
 ROOT_DIR = "/run/rustbox/root"
@@ -44,6 +44,8 @@ _SLOT_RE = re.compile(r"^u(\d+)$")
 SETUP_DEADLINE = 20.0
 #: Slack past the wall limit before the supervisor kills an unresponsive proxy.
 BACKSTOP_GRACE = 2.0
+#: Slots a run tries when the ones it is handed turn out to be retiring.
+_ATTEMPTS = 3
 
 
 def _default_logger() -> Any:
@@ -85,19 +87,29 @@ class _Stream:
         )
 
 
+class _Retired(Exception):
+    """The slot retired before it took the run: the run never started, try another."""
+
+
 class _RunState:
-    def __init__(self) -> None:
-        self.pidfd: int | None = None
+    def __init__(self, slot: Slot, run_id: str) -> None:
+        self.slot = slot
+        self.run_id = run_id
         self.closing = False  #: the Supervisor is closing: kill on sight
         self.started_at: float | None = None
         self.report: ProxyReport | None = None
-        self.proxy_gone = False
+        self.proxy_killed = False
         self.actions: list[Action] = []
         self.t0 = time.monotonic()
 
     def act(self, action: str, reason: str) -> None:
         at = time.monotonic() - (self.started_at or self.t0)
         self.actions.append(Action(round(at, 6), "supervisor", action, reason))
+
+    def kill_slot(self, reason: str) -> None:
+        self.act("SIGKILL proxy", reason)
+        self.proxy_killed = True
+        self.slot.kill()
 
 
 @attrs.define(eq=False)
@@ -117,8 +129,10 @@ class Supervisor:
     cgroup_mount: str = "/sys/fs/cgroup"
     readonly_binds: tuple[str, ...] = DEFAULT_READONLY_BINDS
     max_stdin: int = 256 << 20
-    #: Proxies the launcher keeps forked ahead of demand (namespaces already made).
+    #: Slots built at start, ahead of demand (None: ``min(max_concurrency, 4)``).
     warm_proxies: int | None = None
+    #: Runs a slot serves before it is replaced by a fresh one.
+    runs_per_slot: int = 256
     logger: Any = attrs.field(factory=_default_logger)
 
     _cgroups: CgroupTree | None = attrs.field(default=None, init=False)
@@ -126,6 +140,7 @@ class Supervisor:
     _launcher: LauncherClient | None = attrs.field(default=None, init=False)
     _launcher_lock: anyio.Lock = attrs.field(factory=anyio.Lock, init=False)
     _limiter: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
+    _pool: SlotPool | None = attrs.field(default=None, init=False)
     _active: set[_RunState] = attrs.field(factory=set, init=False)
     _open: bool = attrs.field(default=False, init=False)
     _background: anyio.abc.TaskGroup | None = attrs.field(default=None, init=False)
@@ -133,10 +148,10 @@ class Supervisor:
     _released: anyio.Event = attrs.field(factory=anyio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
-            raise InvalidInput(
-                "max_concurrency", f"must be a positive integer, got {self.max_concurrency!r}"
-            )
+        for name in ("max_concurrency", "runs_per_slot"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(name, f"must be a positive integer, got {value!r}")
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -165,11 +180,14 @@ class Supervisor:
             raise HostUnsupported(missing)
         self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         await anyio.to_thread.run_sync(self.sweep)
-        self._launcher = await LauncherClient.start(self._warm_count(), self._base())
+        self._launcher = await LauncherClient.start(self._base())
         background = anyio.create_task_group()
         await background.__aenter__()
         self._background = background
+        self._pool = SlotPool(self.max_concurrency, self._open_slot, self._retire)
         self._open = True
+        for _ in range(self._warm_count()):
+            background.start_soon(self._prestart)
         self.logger.debug("supervisor started", launcher=self._launcher.pid)
         return self
 
@@ -179,22 +197,27 @@ class Supervisor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Kill every run still in flight, finish every cleanup, stop the launcher.
+        """Kill every run still in flight, retire every slot, stop the launcher.
 
         Runs started from tasks outside the block are killed too, and this waits
-        (up to a minute) until each has removed its cgroup and freed its uid.
+        (up to a minute) until each slot's proxy has exited, its cgroup is gone
+        and its uid is free.
         """
         self._open = False
         for state in list(self._active):
             state.closing = True
-            self._kill(state, "supervisor closing")
+            state.kill_slot("supervisor closing")
+        if self._pool is not None:
+            self._pool.close()
         try:
-            if self._background is not None:
-                background, self._background = self._background, None
-                await background.__aexit__(None, None, None)  # waits for pending cleanups
             with anyio.CancelScope(shield=True), anyio.move_on_after(60):
-                while self._active:
+                while self._active or self._releasing:
                     await self._released.wait()
+            if self._background is not None:
+                # Slots still being built ahead of demand are retired as they
+                # finish; their releases run here too.
+                await self._background.__aexit__(None, None, None)
+                self._background = None
         finally:
             with anyio.CancelScope(shield=True):
                 if self._launcher is not None:
@@ -204,8 +227,8 @@ class Supervisor:
     def sweep(self) -> list[str]:
         """Remove cgroups that crashed supervisors left behind; returns their names.
 
-        A run's cgroup is named after its uid slot, and a slot is in use only
-        while its lock is held, so a group whose slot is free is stale.
+        A run's cgroup is named after its slot's uid, and a uid is in use only
+        while its lock is held, so a group whose uid is free is stale.
         """
         assert self._cgroups is not None
         removed = []
@@ -232,18 +255,114 @@ class Supervisor:
             if self._launcher is not None:
                 self.logger.warning("launcher died; starting a new one")
                 await self._launcher.aclose()
-            self._launcher = await LauncherClient.start(self._warm_count(), self._base())
+            self._launcher = await LauncherClient.start(self._base())
             return self._launcher
 
     def _base(self) -> BaseTree:
+        assert self._cgroups is not None
         return BaseTree(
-            root_dir=ROOT_DIR, readonly_binds=self.readonly_binds, seccomp_program=self._seccomp
+            root_dir=ROOT_DIR,
+            readonly_binds=self.readonly_binds,
+            seccomp_program=self._seccomp,
+            cgroups=self._cgroups,
         )
 
     def _warm_count(self) -> int:
         if self.warm_proxies is not None:
-            return max(0, self.warm_proxies)
+            return max(0, min(self.warm_proxies, self.max_concurrency))
         return min(self.max_concurrency, 4)
+
+    # -- slots -------------------------------------------------------------
+
+    async def _prestart(self) -> None:
+        assert self._pool is not None
+        try:
+            await self._pool.prestart()
+        except UidPoolExhausted:
+            pass  # a small pool: runs wait for the slots that exist
+        except RustboxError as exc:  # a run that needs the slot will report it
+            self.logger.warning("could not build a slot ahead of demand", error=str(exc))
+
+    async def _open_slot(self) -> Slot:
+        lease = await self._acquire_uid()
+        try:
+            launcher = await self._ensure_launcher()
+            slot = await open_slot(launcher.fork_slot, lease, SETUP_DEADLINE, self._retire)
+        except BaseException:
+            lease.release()
+            raise
+        if slot.failure is not None:
+            self.logger.warning(
+                "slot failed to build", stage=slot.failure[0], error=slot.failure[1]
+            )
+        return slot
+
+    async def _acquire_uid(self) -> UidLease:
+        """A free uid; if none, wait for this supervisor's retiring slots to free one."""
+        while True:
+            try:
+                return self.uid_pool.acquire()
+            except UidPoolExhausted:
+                if not self._releasing:
+                    raise
+                await self._released.wait()
+
+    def _retire(self, slot: Slot) -> None:
+        """End a slot in the background: its uid is freed once its proxy is gone."""
+        if self._background is not None:
+            self._releasing += 1
+            self._background.start_soon(self._release, slot)
+        else:  # a run that outlived the Supervisor block
+            self._release_now(slot)
+
+    async def _release(self, slot: Slot) -> None:
+        """Close the channel (the proxy exits), wait for it, remove a cgroup a killed
+        proxy left, then free the uid."""
+        try:
+            with anyio.CancelScope(shield=True):
+                anyio.notify_closing(slot.channel)
+                slot.channel.close()
+                with anyio.move_on_after(10) as scope:
+                    await anyio.wait_readable(slot.pidfd)
+                if scope.cancelled_caught:
+                    slot.kill()
+                    with anyio.move_on_after(10):
+                        await anyio.wait_readable(slot.pidfd)
+                assert self._cgroups is not None
+                name = cgroup_name(slot.lease.uid)
+                if self._cgroups.exists(name):
+                    await anyio.to_thread.run_sync(self._cgroups.remove_stale, name)
+        except Exception:
+            self.logger.exception(
+                "slot cleanup failed; its uid stays locked while this process lives",
+                uid=slot.lease.uid,
+            )
+        else:
+            slot.lease.release()
+        finally:
+            self._releasing -= 1
+            self._closed_pidfd(slot)
+            self._notify_released()
+
+    def _notify_released(self) -> None:
+        self._released.set()
+        self._released = anyio.Event()
+
+    def _release_now(self, slot: Slot) -> None:
+        """The fallback once the background group is gone: kill the proxy. The
+        uid stays locked by the proxy's copy of the lock until it is dead; a
+        cgroup left behind is swept by the next Supervisor."""
+        slot.kill()
+        slot.channel.close()
+        self._closed_pidfd(slot)
+        slot.lease.release()
+
+    @staticmethod
+    def _closed_pidfd(slot: Slot) -> None:
+        if slot.pidfd >= 0:
+            anyio.notify_closing(slot.pidfd)
+            os.close(slot.pidfd)
+            slot.pidfd = -1
 
     # -- runs --------------------------------------------------------------
 
@@ -277,66 +396,47 @@ class Supervisor:
         data = _inputs.stdin_bytes(stdin, self.max_stdin)
         _inputs.check_cwd(cwd, file_specs, self.readonly_binds)
         _inputs.check_command(argv, env_items, file_specs, self.readonly_binds, cwd)
-        assert self._limiter is not None
+        assert self._limiter is not None and self._pool is not None
+        run_id = uuid.uuid4().hex[:16]
         async with self._limiter:
-            if not self._open:
-                raise RustboxError("the Supervisor was closed while this run waited for a slot")
-            lease = await self._acquire_uid()
-            try:
-                spec = self._spec(argv, env_items, cwd, file_specs, collect_paths, limits, lease)
-            except BaseException:
-                lease.release()
-                raise
-            return await self._run(spec, data, lease)
+            for _attempt in range(_ATTEMPTS):
+                if not self._open:
+                    raise RustboxError("the Supervisor was closed while this run waited for a slot")
+                slot = await self._pool.take()
+                spec = RunSpec(
+                    run_id=run_id,
+                    argv=argv,
+                    env=env_items,
+                    cwd=cwd,
+                    files=file_specs,
+                    collect=collect_paths,
+                    limits=limits,
+                    uid=slot.lease.uid,
+                    gid=slot.lease.gid,
+                )
+                if slot.failure is not None:
+                    self._pool.discard(slot)
+                    report = ProxyReport.failed(*slot.failure)
+                    return self._result(spec, report, [], _RunState(slot, run_id))
+                try:
+                    return await self._run(slot, spec, data)
+                except _Retired:
+                    continue
+            raise RustboxError(f"no slot took the run in {_ATTEMPTS} attempts")
 
-    async def _acquire_uid(self) -> UidLease:
-        """A free uid; if none, wait for this supervisor's pending cleanups to free one."""
-        while True:
-            try:
-                return self.uid_pool.acquire()
-            except UidPoolExhausted:
-                if not self._releasing:
-                    raise
-                await self._released.wait()
-
-    def _spec(
-        self,
-        argv: tuple[str, ...],
-        env: tuple[tuple[str, str], ...],
-        cwd: str,
-        files: tuple[FileSpec, ...],
-        collect: tuple[str, ...],
-        limits: Limits,
-        lease: UidLease,
-    ) -> RunSpec:
-        assert self._cgroups is not None
-        return RunSpec(
-            run_id=uuid.uuid4().hex[:16],
-            argv=argv,
-            env=env,
-            cwd=cwd,
-            files=files,
-            collect=collect,
-            limits=limits,
-            uid=lease.uid,
-            gid=lease.gid,
-            cgroups=self._cgroups,
-            cgroup_name=f"u{lease.uid}",
-        )
-
-    async def _run(self, spec: RunSpec, stdin: bytes, lease: UidLease) -> Result:
+    async def _run(self, slot: Slot, spec: RunSpec, stdin: bytes) -> Result:
+        assert self._pool is not None
         log = self.logger.bind(run_id=spec.run_id, uid=spec.uid)
-        state = _RunState()
+        state = _RunState(slot, spec.run_id)
         owned: list[int] = []
-        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        control.setblocking(False)
         self._active.add(state)
         try:
-            child_fds = [to_memfd(spec, "rustbox-spec"), control_child.fileno(), _stdin_fd(stdin)]
+            payload, message_fds = pack(("run", spec.run_id), spec)
+            child_fds = [*message_fds, _stdin_fd(stdin)]
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             owned += [out_r, err_r]
-            child_fds += [out_w, err_w, os.dup(lease.fileno())]
+            child_fds += [out_w, err_w]
             for fd in (out_r, err_r):
                 os.set_blocking(fd, False)
             streams = [
@@ -344,20 +444,18 @@ class Supervisor:
                 _Stream("stderr", err_r, spec.limits.stderr_max),
             ]
             try:
-                launcher = await self._ensure_launcher()
-                await launcher.submit(spec.run_id, child_fds)
+                socket.send_fds(slot.channel, [payload], child_fds)
+            except OSError as exc:  # EPIPE: the proxy is retiring and reads no more
+                raise _Retired() from exc
             finally:
                 for fd in child_fds:
-                    if fd != control_child.fileno():
-                        os.close(fd)
-                control_child.close()
-            log.debug("submitted")
+                    os.close(fd)
             failure: RustboxError | None = None
             async with anyio.create_task_group() as tg:
                 for stream in streams:
-                    tg.start_soon(self._drain, stream, control, state)
+                    tg.start_soon(self._drain, stream, state)
                 try:
-                    await self._follow(control, state, spec)
+                    await self._follow(state, spec)
                 except RustboxError as exc:  # raised as itself, not in an ExceptionGroup
                     failure = exc
                     tg.cancel_scope.cancel()
@@ -365,83 +463,96 @@ class Supervisor:
                 raise failure
             report = state.report
             assert report is not None
-            result = build_result(
-                report,
-                limits=spec.limits,
-                stdout=streams[0].data,
-                stderr=streams[1].data,
-                stdout_report=streams[0].report(),
-                stderr_report=streams[1].report(),
-                supervisor_actions=state.actions,
-                cgroup_version=spec.cgroups.version,
-                uid=spec.uid,
-                mode="strict",
-            )
+            result = self._result(spec, report, streams, state)
             log.debug(
                 "finished", status=result.status.value, cpu=result.cpu_time, wall=result.wall_time
             )
             return result
         finally:
-            with anyio.CancelScope(shield=True):
-                if state.report is None:
-                    await self._abandon(state, control)
-                anyio.notify_closing(control)
-                control.close()
-                for fd in owned:
-                    anyio.notify_closing(fd)
-                    os.close(fd)
-                if state.report is not None and self._background is not None:
+            self._active.discard(state)
+            self._notify_released()
+            for fd in owned:
+                anyio.notify_closing(fd)
+                os.close(fd)
+            if state.report is None:
+                # Cancelled or failed: the slot's proxy dies with whatever it ran,
+                # and the call returns only once all of it is gone.
+                state.kill_slot("run abandoned (cancelled or failed)")
+                self._pool.forget(slot)
+                with anyio.CancelScope(shield=True):
                     self._releasing += 1
-                    self._background.start_soon(self._release, state, spec, lease, log)
+                    await self._release(slot)
+            elif state.proxy_killed:
+                self._pool.discard(slot)
+            elif state.report.error_stage is not None:
+                self._pool.discard(slot)  # the proxy retires after a failed set-up
+            else:
+                slot.runs += 1
+                if slot.runs >= self.runs_per_slot:
+                    self._pool.discard(slot)
                 else:
-                    await self._release(state, spec, lease, log, background=False)
+                    self._pool.give_back(slot)
 
-    async def _follow(self, control: socket.socket, state: _RunState, spec: RunSpec) -> None:
-        """Read the control socket until the proxy's report, killing it past the backstop."""
+    def _result(
+        self, spec: RunSpec, report: ProxyReport, streams: list[_Stream], state: _RunState
+    ) -> Result:
+        assert self._cgroups is not None
+        out, err = streams if streams else (_Stream("stdout", -1, 0), _Stream("stderr", -1, 0))
+        return build_result(
+            report,
+            limits=spec.limits,
+            stdout=out.data,
+            stderr=err.data,
+            stdout_report=out.report(),
+            stderr_report=err.report(),
+            supervisor_actions=state.actions,
+            cgroup_version=self._cgroups.version,
+            uid=spec.uid,
+            mode="strict",
+        )
+
+    async def _follow(self, state: _RunState, spec: RunSpec) -> None:
+        """Read the slot's channel until the run's report, killing the proxy past
+        the backstop."""
+        channel = state.slot.channel
         deadline = time.monotonic() + SETUP_DEADLINE
         while state.report is None:
             with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
-                await anyio.wait_readable(control)
+                message, fds = await receive(channel)
             if scope.cancelled_caught:
-                if state.proxy_gone:
+                if state.proxy_killed:
                     raise RustboxError("the sandbox proxy neither reported nor exited in time")
                 why = "setup deadline" if state.started_at is None else "wall backstop"
-                self._kill(state, f"proxy unresponsive ({why})")
+                state.kill_slot(f"proxy unresponsive ({why})")
                 deadline = time.monotonic() + 5.0
-                state.proxy_gone = True
                 continue
-            try:
-                data, fds, _, _ = socket.recv_fds(control, 4096, 4)
-            except (BlockingIOError, ConnectionResetError):
-                # ECONNRESET: the proxy closed with our kill request unread. The
-                # error is reported once, ahead of what it already sent: read on.
-                continue
-            if not data:
-                for fd in fds:
-                    os.close(fd)
+            if not message:
                 if state.closing:
                     raise RustboxError("the Supervisor was closed while this run was in flight")
-                why = "was killed by the supervisor" if state.proxy_gone else "died"
+                why = "was killed by the supervisor" if state.proxy_killed else "died"
+                state.proxy_killed = True
                 state.report = ProxyReport.failed("proxy", f"the proxy {why} without a report")
                 return
-            message = pickle.loads(data)
             kind = message[0]
-            if kind == "spawned":
-                state.pidfd = fds[0]
-                if state.closing:
-                    self._kill(state, "supervisor closing")
-            elif kind == "started":
+            if message[1] != spec.run_id:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if kind == "started":
                 state.started_at = time.monotonic()
                 deadline = state.started_at + spec.limits.wall_time + BACKSTOP_GRACE
             elif kind == "done":
-                try:
-                    state.report = from_memfd(fds[0])
-                finally:
-                    os.close(fds[0])
-            elif kind == "error":
-                raise LauncherDied(str(message[1]))
+                inline = message[2]
+                assert inline is None or isinstance(inline, bytes)
+                report = unpack(inline, fds)
+                assert isinstance(report, ProxyReport)
+                state.report = report
+            elif kind == "retired":
+                raise _Retired()
+            for fd in fds:
+                os.close(fd)
 
-    async def _drain(self, stream: _Stream, control: socket.socket, state: _RunState) -> None:
+    async def _drain(self, stream: _Stream, state: _RunState) -> None:
         while True:
             await anyio.wait_readable(stream.fd)
             try:
@@ -462,72 +573,9 @@ class Supervisor:
                 reason = f"{stream.name} exceeded {stream.cap} bytes"
                 state.act("ask proxy to kill", reason)
                 try:
-                    control.send(pickle.dumps(("kill", "output", reason)))
+                    state.slot.channel.send(pickle.dumps(("kill", state.run_id, "output", reason)))
                 except OSError:
                     pass
-
-    def _kill(self, state: _RunState, reason: str) -> None:
-        if state.pidfd is None:
-            return
-        state.act("SIGKILL proxy", reason)
-        try:
-            _sys.pidfd_send_signal(state.pidfd, signal.SIGKILL)
-        except OSError:
-            pass
-
-    async def _abandon(self, state: _RunState, control: socket.socket) -> None:
-        """A run without a report (cancelled or failed): make sure its proxy dies."""
-        if state.pidfd is None:
-            # Cancelled before the launcher answered: wait for the pidfd so the
-            # proxy can be killed rather than left to run.
-            with anyio.move_on_after(10):
-                while state.pidfd is None:
-                    await anyio.wait_readable(control)
-                    try:
-                        data, fds, _, _ = socket.recv_fds(control, 4096, 4)
-                    except (BlockingIOError, ConnectionResetError):
-                        continue
-                    if not data:
-                        break
-                    if pickle.loads(data)[0] == "spawned":
-                        state.pidfd = fds[0]
-                    else:
-                        for fd in fds:
-                            os.close(fd)
-        self._kill(state, "run abandoned (cancelled or failed)")
-
-    async def _release(
-        self, state: _RunState, spec: RunSpec, lease: UidLease, log: Any, background: bool = True
-    ) -> None:
-        """Wait for the proxy to exit, remove the cgroup, then free the uid.
-
-        After a report this runs in the background (the result is already
-        returned): the proxy has killed and reaped every process of the run,
-        and its own exit only tears down namespaces. Without a report it runs
-        inline. Either way the uid is freed only once the cgroup is gone.
-        """
-        try:
-            with anyio.CancelScope(shield=True):
-                if state.pidfd is not None:
-                    with anyio.move_on_after(10):
-                        await anyio.wait_readable(state.pidfd)
-                assert self._cgroups is not None
-                if self._cgroups.exists(spec.cgroup_name):  # the proxy normally removed it
-                    await anyio.to_thread.run_sync(self._cgroups.remove_stale, spec.cgroup_name)
-        except Exception:
-            log.exception("cleanup failed; the uid stays locked while this process lives")
-        else:
-            lease.release()
-        finally:
-            self._active.discard(state)
-            if background:
-                self._releasing -= 1
-            self._released.set()
-            self._released = anyio.Event()
-            if state.pidfd is not None:
-                anyio.notify_closing(state.pidfd)
-                os.close(state.pidfd)
-                state.pidfd = None
 
 
 def _stdin_fd(data: bytes) -> int:

@@ -732,14 +732,13 @@ async def test_compile_resources_never_appear_in_the_run() -> None:
     # Compiling <bits/stdc++.h> takes real cpu and memory...
     assert compiled.cpu_time > 0.2
     assert compiled.memory_peak > 20 * MiB
-    # ... none of which shows up in any case: each runs in a sandbox of its own.
+    # ... none of which shows up in any case: each runs with a cgroup, /box and /tmp
+    # of its own (possibly in the slot that compiled, which is fine: fresh per run).
     for case in report.cases:
         assert case.cpu_time < 0.05, show(report)
         assert case.memory_peak < 16 * MiB, show(report)
-        assert case.result.evidence.uid != compiled.evidence.uid
         cgroup = case.result.evidence.cgroup
         assert cgroup is not None and cgroup.cpu_usage < 0.05
-    assert len({case.result.evidence.uid for case in report.cases}) == 3
 
 
 # -- checkers -------------------------------------------------------------------

@@ -316,6 +316,46 @@ async def test_idempotency_key_returns_the_same_submission() -> None:
         assert 'rustbox_runs_total{status="completed",verdict="AC"} 2' in text  # one run per key
 
 
+async def gone(client: httpx.AsyncClient, sid: str) -> float:
+    """Poll until the result is purged (404); returns when that was seen."""
+    with anyio.fail_after(10):
+        while True:
+            response = await client.get(f"/api/result/{sid}")
+            if response.status_code == 404:
+                assert response.json() == {"error": "submission not found"}
+                return time.time()
+            assert response.status_code == 200, response.text
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_results_and_idempotency_keys_expire() -> None:
+    result_ttl, key_ttl = 1.0, 0.3
+    async with server(result_ttl=result_ttl, idempotency_ttl=key_ttl) as client:
+        key = {"idempotency-key": "retained-1"}
+        first = await submit_wait(client, PRINT_42, headers=key)
+        replay = await client.post("/api/submit", json=PRINT_42, headers=key)
+        assert replay.json()["id"] == first["id"] and "idempotent-replayed" in replay.headers
+        expired = parse_time(first["created_at"]).timestamp() + key_ttl + 0.05
+        await anyio.sleep(max(0.0, expired - time.time()))
+        # the key has expired, its submission has not
+        kept = await client.get(f"/api/result/{first['id']}")
+        assert (kept.status_code, kept.json()["stdout"]) == (200, "42\n")
+        again = await client.post("/api/submit?wait=true", json=PRINT_42, headers=key)
+        assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+        second = again.json()
+        assert second["id"] != first["id"] and second["verdict"] == "AC"
+        for result in (first, second):
+            seen = await gone(client, result["id"])
+            assert seen >= parse_time(result["completed_at"]).timestamp() + result_ttl
+        text = (await client.get("/metrics")).text
+        assert "rustbox_submissions_purged_total 2\n" in text
+        assert 'rustbox_runs_total{status="completed",verdict="AC"} 2' in text
+        # a purged key is free: it makes a new submission, not a replay
+        third = await client.post("/api/submit", json=PRINT_42, headers=key)
+        assert third.status_code == 202 and third.json()["id"] not in (first["id"], second["id"])
+
+
 # -- webhooks --------------------------------------------------------------------------
 
 

@@ -7,58 +7,62 @@ import os
 import pytest
 from mypy import api as mypy_api
 
+from rustbox import _sys
 from rustbox._errors import SandboxSetupError
+from rustbox._limits import Limits
 from rustbox._sandbox import _chain
-from rustbox._sandbox._spec import BaseTree
+from rustbox._sandbox._spec import RunSpec
 
 HEADER = """\
+from rustbox._host import Cgroup
 from rustbox._sandbox._chain import enter_namespaces
-from rustbox._sandbox._spec import BaseTree, Order, RunSpec
+from rustbox._sandbox._spec import BaseTree, RunSpec
 """
 
 GOOD = """
-prepared = enter_namespaces().make_mounts_private().prepare_root(base)
-rooted = prepared.build_root(spec)  # in the proxy
-template = prepared.become_template()  # in its child
-filtered = template.lock_privileges().install_seccomp(b"")
-attached = filtered.await_run(order)
+sealed = enter_namespaces().make_mounts_private().build_root(base, 1000, 1000).seal()
+run = sealed.stage_run(spec)  # in the proxy, per run
+attached = run.attach_cgroup(cgroup)  # in its forked child
 credentialed = attached.apply_hygiene([0, 1, 2], 3).drop_credentials()
-credentialed.exec(lambda timings, controls: None)
+filtered = credentialed.lock_privileges().install_seccomp(b"")
+filtered.exec(lambda timings, controls: None)
+sealed = run.clear()  # back in the proxy, after the run
 """
 
-_TEMPLATE = "enter_namespaces().make_mounts_private().prepare_root(base).become_template()"
+_SEALED = "enter_namespaces().make_mounts_private().build_root(base, 1000, 1000).seal()"
+_RUN = f"{_SEALED}.stage_run(spec)"
 
 MISORDERED = {
-    "shared root before private mounts": """
-enter_namespaces().prepare_root(base)
+    "root before private mounts": """
+enter_namespaces().build_root(base, 1000, 1000)
 """,
-    "run root before the shared root": """
-enter_namespaces().make_mounts_private().build_root(spec)
+    "seal before the root": """
+enter_namespaces().make_mounts_private().seal()
 """,
-    "template before the shared root": """
-enter_namespaces().make_mounts_private().become_template()
+    "run before the seal": """
+enter_namespaces().make_mounts_private().build_root(base, 1000, 1000).stage_run(spec)
 """,
-    "exec straight from the root": """
-prepared = enter_namespaces().make_mounts_private().prepare_root(base)
-prepared.build_root(spec).exec(lambda timings, controls: None)
+    "payload before its run root": f"""
+{_SEALED}.attach_cgroup(cgroup)
 """,
-    "seccomp before dropping privileges": f"""
-{_TEMPLATE}.install_seccomp(b"")
-""",
-    "run taken before seccomp": f"""
-{_TEMPLATE}.lock_privileges().await_run(order)
+    "hygiene before the cgroup": f"""
+{_RUN}.apply_hygiene([0, 1, 2], 3)
 """,
     "credentials before hygiene": f"""
-filtered = {_TEMPLATE}.lock_privileges().install_seccomp(b"")
-filtered.await_run(order).drop_credentials()
+{_RUN}.attach_cgroup(cgroup).drop_credentials()
 """,
-    "exec before dropping credentials": f"""
-filtered = {_TEMPLATE}.lock_privileges().install_seccomp(b"")
-filtered.await_run(order).apply_hygiene([0, 1, 2], 3).exec(lambda timings, controls: None)
+    "seccomp before the privilege check": f"""
+{_RUN}.attach_cgroup(cgroup).apply_hygiene([0, 1, 2], 3).drop_credentials().install_seccomp(b"")
 """,
-    "exec without the cgroup": f"""
-filtered = {_TEMPLATE}.lock_privileges().install_seccomp(b"")
-filtered.apply_hygiene([0, 1, 2], 3)
+    "exec before seccomp": f"""
+attached = {_RUN}.attach_cgroup(cgroup)
+attached.apply_hygiene([0, 1, 2], 3).drop_credentials().lock_privileges().exec(lambda t, c: None)
+""",
+    "exec straight from the run root": f"""
+{_RUN}.exec(lambda timings, controls: None)
+""",
+    "exec right after the cgroup": f"""
+{_RUN}.attach_cgroup(cgroup).exec(lambda timings, controls: None)
 """,
 }
 
@@ -72,7 +76,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
         lines += [
             "",
             "",
-            f"def snippet_{len(spans)}(spec: RunSpec, base: BaseTree, order: Order) -> None:",
+            f"def snippet_{len(spans)}(spec: RunSpec, base: BaseTree, cgroup: Cgroup) -> None:",
         ]
         start = len(lines) + 1
         lines += ["    " + line for line in body.strip().splitlines()]
@@ -109,13 +113,13 @@ def test_a_misordered_chain_does_not_type_check(
 
 def test_stages_cannot_be_built_directly() -> None:
     with pytest.raises(SandboxSetupError, match="built only by the chain"):
-        _chain.Template(object(), _chain.Timings(), [])
+        _chain.Rooted(object(), _chain.Timings(), [])
 
 
 def test_stages_must_come_in_order() -> None:
     _chain.reset_progress()
     with pytest.raises(SandboxSetupError, match="out of order"):
-        _chain.Locked(_chain._TOKEN, _chain.Timings(), [])
+        _chain.Sealed(_chain._TOKEN, _chain.Timings(), [])
 
 
 def test_namespaces_only_as_pid_1() -> None:
@@ -126,35 +130,82 @@ def test_namespaces_only_as_pid_1() -> None:
 
 def test_a_stage_advances_once() -> None:
     _chain.reset_progress()
-    _chain._Progress.stage = _chain.Template  # as if the chain had reached it
-    stage = _chain.Locked(_chain._TOKEN, _chain.Timings(), [])
-    stage._spent = True  # as after install_seccomp(); calling it again must do nothing
+    _chain._Progress.stage = _chain.PrivateMounts  # as if the chain had reached it
+    stage = _chain.Rooted(_chain._TOKEN, _chain.Timings(), [])
+    stage._spent = True  # as after seal(); calling it again must do nothing
     with pytest.raises(SandboxSetupError, match="already advanced"):
-        stage.install_seccomp(b"")
+        stage.seal()
     stage._spent = False
-    _chain._Progress.stage = _chain.Filtered  # the chain moved on without this object
+    _chain._Progress.stage = _chain.Sealed  # the chain moved on without this object
     with pytest.raises(SandboxSetupError, match="moved on"):
-        stage.install_seccomp(b"")
+        stage.seal()
+    _chain.reset_progress()
+
+
+def _spec() -> RunSpec:
+    return RunSpec(
+        run_id="t",
+        argv=("/bin/true",),
+        env=(),
+        cwd="/box",
+        files=(),
+        collect=(),
+        limits=Limits(),
+        uid=60000,
+        gid=60000,
+    )
+
+
+def test_a_sealed_slot_takes_one_run_at_a_time() -> None:
+    """stage_run() twice without clear() in between is refused before any mount."""
+    _chain.reset_progress()
+    _chain._Progress.stage = _chain.Rooted
+    sealed = _chain.Sealed(_chain._TOKEN, _chain.Timings(), [])
+    sealed._spent = True  # as after a first stage_run()
+    with pytest.raises(SandboxSetupError, match="already advanced"):
+        sealed.stage_run(_spec())
+    _chain.reset_progress()
+
+
+def test_only_the_proxy_clears_a_run() -> None:
+    _chain.reset_progress()
+    _chain._Progress.stage = _chain.Sealed
+    run = _chain.RunRooted(_chain._TOKEN, _chain.Timings(), [], _spec())
+    if os.getpid() == 1:
+        pytest.skip("running as PID 1")
+    with pytest.raises(SandboxSetupError, match="only the proxy"):
+        run.clear()
     _chain.reset_progress()
 
 
 def test_the_proxy_cannot_become_the_payload() -> None:
-    """become_template() refuses to run in PID 1 (checked after the guard, before any effect)."""
-    _chain.reset_progress()
-    _chain._Progress.stage = _chain.PrivateMounts
-    base = BaseTree(root_dir="/nonexistent", readonly_binds=(), seccomp_program=b"")
-    prepared = _chain.RootPrepared(_chain._TOKEN, _chain.Timings(), [], base)
-    if os.getpid() == 1:
-        pytest.skip("running as PID 1")
-    # Not PID 1 here, so the check passes and the stage would reset signals: run it
-    # in a child to keep the test process untouched.
+    """attach_cgroup() refuses to run in PID 1 (checked after the guard, before any effect).
+
+    Checked for real: a grandchild is PID 1 of a fresh PID namespace.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a PID namespace")
     pid = os.fork()
     if pid == 0:
+        code = 1
         try:
-            prepared.become_template()
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
+            _sys.unshare(_sys.CLONE_NEWPID)
+            inner = os.fork()
+            if inner == 0:
+                ok = 1
+                try:
+                    _chain.reset_progress()
+                    _chain._Progress.stage = _chain.Sealed
+                    run = _chain.RunRooted(_chain._TOKEN, _chain.Timings(), [], _spec())
+                    try:
+                        run.attach_cgroup(None)  # type: ignore[arg-type]
+                    except SandboxSetupError as exc:
+                        ok = 0 if "cannot become the payload" in str(exc) else 1
+                finally:
+                    os._exit(ok)
+            _, status = os.waitpid(inner, 0)
+            code = os.waitstatus_to_exitcode(status)
+        finally:
+            os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    _chain.reset_progress()

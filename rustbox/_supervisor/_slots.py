@@ -1,0 +1,209 @@
+"""Slots as the supervisor sees them: proxies that serve one run at a time.
+
+A slot is built once (namespaces, root, seal: ~10 ms) and then reused for up
+to ``runs_per_slot`` runs, so a run pays only for its own /box, cgroup and
+fork. The pool hands idle slots out last-in first-out (the most recently
+used proxy is the most likely to be in cache) and builds new ones, up to the
+supervisor's concurrency, when none is idle.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+import anyio
+import attrs
+
+from rustbox import _sys
+from rustbox._errors import LauncherDied
+from rustbox._host import UidLease, UidPoolExhausted
+
+RECV_MAX = 1 << 16
+
+
+@attrs.define(eq=False)
+class Slot:
+    """One proxy, its channel, and the uid it holds for its whole life."""
+
+    pid: int
+    pidfd: int
+    channel: socket.socket
+    lease: UidLease
+    #: (stage, detail) when the proxy could not build the slot
+    failure: tuple[str, str] | None = None
+    runs: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    def kill(self) -> None:
+        """SIGKILL the proxy: as PID 1 of the slot, it takes every process of it along."""
+        try:
+            _sys.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+async def receive(channel: socket.socket) -> tuple[tuple[object, ...], list[int]]:
+    """The next datagram as (message, fds); an empty message at end of file."""
+    while True:
+        await anyio.wait_readable(channel)
+        try:
+            data, fds, _, _ = socket.recv_fds(channel, RECV_MAX, 8)
+        except BlockingIOError:
+            continue
+        except ConnectionResetError:
+            return (), []
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return (), []
+        message = pickle.loads(data)
+        assert isinstance(message, tuple)
+        return message, fds
+
+
+async def open_slot(
+    fork: Callable[[int, int, int, int], Awaitable[None]],
+    lease: UidLease,
+    timeout: float,
+    retire: Callable[[Slot], None],
+) -> Slot:
+    """Have the launcher fork a slot for ``lease`` and wait until it is built.
+
+    If no proxy was forked, this raises and the lease stays the caller's. Once
+    one was, the slot is returned, with ``failure`` set if it could not build
+    itself; if this is cancelled meanwhile, the proxy is killed and ``retire``d.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    try:
+        try:
+            await fork(lease.uid, lease.gid, theirs.fileno(), lease.fileno())
+        finally:
+            theirs.close()
+        with anyio.fail_after(timeout):
+            message, fds = await receive(ours)
+        if not message or message[0] != "spawned":
+            for fd in fds:
+                os.close(fd)
+            raise LauncherDied(str(message[1]) if message else "the launcher is gone")
+    except BaseException:
+        anyio.notify_closing(ours)
+        ours.close()
+        raise
+    assert isinstance(message[1], int)
+    slot = Slot(message[1], fds[0], ours, lease)
+    failure: tuple[str, str] | None = None
+    message, fds = (), []
+    try:
+        with anyio.move_on_after(timeout) as scope:
+            message, fds = await receive(ours)
+    except BaseException:
+        slot.kill()
+        retire(slot)
+        raise
+    for fd in fds:
+        os.close(fd)
+    if scope.cancelled_caught:
+        failure = ("slot", f"the proxy did not build its sandbox within {timeout:g}s")
+    elif not message:
+        failure = ("slot", "the proxy died while building its sandbox")
+    elif message[0] == "failed":
+        failure = (str(message[1]), str(message[2]))
+    elif message[0] != "ready":
+        failure = ("slot", f"unexpected message from the proxy: {message[0]!r}")
+    if failure is not None:
+        slot.kill()
+        slot.failure = failure
+    return slot
+
+
+class SlotPool:
+    """Idle slots, and how many exist: never more than ``size`` at once."""
+
+    def __init__(
+        self,
+        size: int,
+        opener: Callable[[], Awaitable[Slot]],
+        retire: Callable[[Slot], None],
+    ) -> None:
+        self._size = size
+        self._opener = opener
+        self._retire = retire
+        self._idle: list[Slot] = []
+        self._count = 0
+        self._changed = anyio.Event()
+        self._closed = False
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def take(self) -> Slot:
+        """An idle slot, a new one if there is room, else the next one given back."""
+        while True:
+            while self._idle:
+                slot = self._idle.pop()
+                if slot.alive:
+                    return slot
+                self.discard(slot)
+            if self._count < self._size:
+                try:
+                    return await self.open()
+                except UidPoolExhausted:
+                    if not self._count:
+                        raise
+                    # Every uid is held, some by slots of ours: wait for one of them.
+            await self._changed.wait()
+
+    async def open(self) -> Slot:
+        """Build one more slot (counted from the start, so ``take`` waits for it)."""
+        self._count += 1
+        try:
+            return await self._opener()
+        except BaseException:
+            self._count -= 1
+            self._notify()
+            raise
+
+    async def prestart(self) -> None:
+        """Build a slot ahead of demand and park it."""
+        if self._count >= self._size or self._closed:
+            return
+        slot = await self.open()
+        if slot.failure is not None:
+            self.discard(slot)
+        else:
+            self.give_back(slot)
+
+    def give_back(self, slot: Slot) -> None:
+        if self._closed:
+            self.discard(slot)
+            return
+        self._idle.append(slot)
+        self._notify()
+
+    def discard(self, slot: Slot) -> None:
+        """Retire a slot (closing its channel ends the proxy) and make room."""
+        self.forget(slot)
+        self._retire(slot)
+
+    def forget(self, slot: Slot) -> None:
+        """Make room for a slot the caller retires itself."""
+        del slot
+        self._count -= 1
+        self._notify()
+
+    def close(self) -> None:
+        """Retire every idle slot; slots given back from now on are retired too."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for slot in idle:
+            self.discard(slot)

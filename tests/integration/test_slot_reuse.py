@@ -1,0 +1,106 @@
+"""A slot serves many runs one after the other: nothing of a run reaches the next.
+
+A slot keeps its PID, mount, network and UTS namespaces, its root and its uid
+between runs (docs/security.md says why that is safe). These tests run a
+"leaver" that tries to leave state behind in every place a run can write to,
+then a "finder" in the same slot that looks for it. With a single slot
+(``max_concurrency=1``) both runs are served by the same proxy, which the
+evidence confirms (same uid, payload PID 2 both times).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+import rustbox
+
+pytestmark = [pytest.mark.anyio, pytest.mark.root]
+
+PY = ["/usr/bin/python3", "probe.py"]
+
+LEAVER = r"""
+import ctypes, json, os, socket, time
+libc = ctypes.CDLL(None, use_errno=True)
+facts = {"pid": os.getpid()}
+for path in ("/box/left", "/tmp/left", "/dev/shm/left"):
+    with open(path, "w") as f:
+        f.write("x")
+# A SysV shared memory segment, semaphore set and message queue (key 0x5eed):
+# they outlive their creator unless the IPC namespace goes.
+facts["shm"] = libc.shmget(0x5EED, 4096, 0o1666)
+facts["sem"] = libc.semget(0x5EED, 1, 0o1666)
+facts["msg"] = libc.msgget(0x5EED, 0o1666)
+# A daemon in its own session that would outlive the run if nothing killed it.
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(60)
+    os._exit(0)
+# A listening TCP socket on loopback.
+s = socket.socket()
+s.bind(("127.0.0.1", 40404))
+s.listen()
+facts["listening"] = True
+print(json.dumps(facts), flush=True)
+"""
+
+FINDER = r"""
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+facts = {"pid": os.getpid()}
+facts["files"] = [p for p in ("/box/left", "/tmp/left", "/dev/shm/left") if os.path.exists(p)]
+facts["shm"] = libc.shmget(0x5EED, 0, 0)
+facts["sem"] = libc.semget(0x5EED, 0, 0)
+facts["msg"] = libc.msgget(0x5EED, 0)
+facts["processes"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 40404))
+    s.listen()
+    facts["port"] = "free"
+except OSError as exc:
+    facts["port"] = errno.errorcode[exc.errno]
+print(json.dumps(facts), flush=True)
+"""
+
+
+def _files(body: str) -> dict[str, bytes]:
+    return {"probe.py": textwrap.dedent(body).encode()}
+
+
+async def test_nothing_of_a_run_reaches_the_next_in_the_same_slot() -> None:
+    limits = rustbox.Limits(wall_time=10, processes=8)
+    async with rustbox.Supervisor(max_concurrency=1) as sv:
+        left = await sv.run(PY, files=_files(LEAVER), limits=limits)
+        found = await sv.run(PY, files=_files(FINDER), limits=limits)
+    assert left.status is rustbox.Status.OK, (left, left.stderr)
+    assert found.status is rustbox.Status.OK, (found, found.stderr)
+    assert left.evidence.uid == found.evidence.uid  # the same slot served both
+    leaver, finder = json.loads(left.stdout), json.loads(found.stdout)
+    # The leaver really made every object (so the finder's misses mean something).
+    assert leaver["shm"] >= 0 and leaver["sem"] >= 0 and leaver["msg"] >= 0, leaver
+    assert leaver["listening"] is True
+    # Each run's payload is PID 2 of the slot: no trace of earlier runs' forks.
+    assert leaver["pid"] == finder["pid"] == 2
+    assert finder["files"] == [], "files of the previous run survived"
+    assert finder["shm"] == finder["sem"] == finder["msg"] == -1, "SysV IPC objects survived"
+    assert finder["processes"] == [2], "a process of the previous run survived"
+    # The listener died with its run; the port is free again (no TIME_WAIT: no connection).
+    assert finder["port"] == "free"
+
+
+async def test_a_killed_run_leaves_the_slot_clean_too() -> None:
+    """A run killed for its limits (cpu) leaves nothing behind either."""
+    killer = LEAVER.replace('print(json.dumps(facts), flush=True)', "while True: pass")
+    async with rustbox.Supervisor(max_concurrency=1) as sv:
+        killed = await sv.run(PY, files=_files(killer), limits=rustbox.Limits(cpu_time=0.5))
+        found = await sv.run(PY, files=_files(FINDER), limits=rustbox.Limits(processes=8))
+    assert killed.status is rustbox.Status.TLE and killed.tle == "cpu", killed
+    assert found.status is rustbox.Status.OK, (found, found.stderr)
+    assert killed.evidence.uid == found.evidence.uid
+    finder = json.loads(found.stdout)
+    assert finder["files"] == [] and finder["processes"] == [2], finder
+    assert finder["shm"] == finder["sem"] == finder["msg"] == -1, finder
