@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import resource
 from typing import Any
 
 import attrs
@@ -158,6 +159,11 @@ def _nproc(v: int | str | None) -> int | None:
     return None if v is None else parse_count(v, "nproc", PID_MAX_LIMIT)
 
 
+#: Smallest RLIMIT_AS and RLIMIT_NOFILE a run may ask for (see Limits).
+MIN_ADDRESS_SPACE = 64 * MiB
+MIN_OPEN_FILES = 16
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """What one run may consume.
@@ -200,10 +206,48 @@ class Limits:
                 "address_space",
                 f"{self.address_space} bytes is below memory {self.memory} bytes",
             )
+        # The spawner carries a run's rlimits itself (its children inherit them),
+        # so they must leave room for it: its heap, and the fds it passes on.
+        if self.address_space is not None and self.address_space < MIN_ADDRESS_SPACE:
+            raise InvalidInput(
+                "address_space",
+                f"{self.address_space} bytes is below the minimum {MIN_ADDRESS_SPACE} "
+                "(64 MiB: the sandbox's spawner must fit; use memory for a tight limit)",
+            )
+        if self.open_files < MIN_OPEN_FILES:
+            raise InvalidInput(
+                "open_files",
+                f"{self.open_files} is below the minimum {MIN_OPEN_FILES} "
+                "(the sandbox's spawner passes the run's descriptors under this limit)",
+            )
 
     @property
     def nproc_rlimit(self) -> int:
         return self.processes + 1 if self.nproc is None else self.nproc
+
+    @property
+    def cpu_rlimit(self) -> tuple[int, int]:
+        """RLIMIT_CPU (soft, hard): a backstop behind the proxy's polling, 2 s
+        above the limit (one for rounding, one for the spawner's own cpu time,
+        which counts against it too)."""
+        soft = math.ceil(self.cpu_time) + 2
+        return soft, soft + 1
+
+    def rlimits(self) -> tuple[tuple[int, int, int], ...]:
+        """Every rlimit a run's program starts with, as (resource, soft, hard)."""
+        values = [
+            (resource.RLIMIT_CPU, *self.cpu_rlimit),
+            (resource.RLIMIT_FSIZE, self.file_size, self.file_size),
+            (resource.RLIMIT_NOFILE, self.open_files, self.open_files),
+            (resource.RLIMIT_NPROC, self.nproc_rlimit, self.nproc_rlimit),
+            (resource.RLIMIT_STACK, self.stack, self.stack),
+            (resource.RLIMIT_CORE, 0, 0),
+            (resource.RLIMIT_MEMLOCK, 0, 0),
+            (resource.RLIMIT_MSGQUEUE, 0, 0),
+        ]
+        if self.address_space is not None:
+            values.append((resource.RLIMIT_AS, self.address_space, self.address_space))
+        return tuple(values)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -264,6 +264,27 @@ class Cgroup:
         for d in self._dirs:
             d.write("cgroup.procs", "0")
 
+    def procs_fds(self) -> list[int]:
+        """``cgroup.procs`` of every hierarchy, open for writing (close-on-exec).
+
+        Whoever holds them can move itself in by writing ``0``: the spawner,
+        which is not in the proxy's PID namespace and so cannot be named by pid.
+        """
+        self._check_open()
+        fds: list[int] = []
+        try:
+            for d in self._dirs:
+                try:
+                    fds.append(os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=d.fd))
+                except OSError as exc:
+                    where = f"{d.path}/cgroup.procs"
+                    raise SyscallError("open", exc.errno or errno.EIO, where) from exc
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def attach(self, pid: int) -> None:
         """Move process ``pid`` (as the caller's PID namespace sees it) into the group."""
         self._check_open()
@@ -663,6 +684,40 @@ class CgroupTree:
             return parents.create(name, limits)
         finally:
             parents.close()
+
+    @property
+    def hierarchies(self) -> tuple[str, ...]:
+        """The hierarchy of each parent, in order: "memory", "pids", ... or "unified"."""
+        return tuple(key for key, _parent in self._parents)
+
+    def home_procs_fds(self, proc_cgroup: str = "/proc/self/cgroup") -> list[int]:
+        """``cgroup.procs`` of the caller's own group in each hierarchy, open for
+        writing: where the spawner returns after joining a run's group."""
+        lines = (_read_at(None, proc_cgroup, proc_cgroup) or "").splitlines()
+        current: dict[str, str] = {}
+        for line in lines:
+            _id, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [_UNIFIED]:
+                current[controller] = path
+        depth = len(Path(self.parent).parts)
+        fds: list[int] = []
+        try:
+            for key, parent in self._parents:
+                if key not in current:
+                    raise HostUnsupported([f"{proc_cgroup}: no {key} hierarchy listed"])
+                root = Path(parent)
+                for _ in range(depth):
+                    root = root.parent
+                where = f"{root}{current[key].rstrip('/')}/cgroup.procs"
+                try:
+                    fds.append(os.open(where, os.O_WRONLY | os.O_CLOEXEC))
+                except OSError as exc:
+                    raise SyscallError("open", exc.errno or errno.EIO, where) from exc
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
 
     def open_parents(self) -> CgroupParents:
         """The parent directories held open, to create groups from anywhere.

@@ -1,19 +1,20 @@
-"""The launcher: a single-threaded zygote that forks one proxy per slot.
+"""The launcher: a single-threaded zygote that forks each slot's two processes.
 
 The supervisor lives in a multi-threaded event loop process, where running
 Python after ``fork()`` can deadlock. So it starts this helper once (with
 ``posix_spawn``); every module a proxy needs is imported here, and each slot
 costs one ``fork()`` of this small process instead of an interpreter start.
 
-A slot is a proxy, PID 1 of its own PID namespace, that serves many runs one
-after the other (see ``rustbox/_sandbox/_proxy.py``). The launcher only
-forks them; runs go straight from the supervisor to the slot.
+A slot serves many runs one after the other: a proxy, PID 1 of its own PID
+namespace (``rustbox/_sandbox/_proxy.py``), and a spawner that starts each
+run's program inside it (``_spawner.py``). The launcher only forks them;
+runs go straight from the supervisor to the proxy.
 
 Protocol on fd 3 (a SOCK_SEQPACKET socket to the supervisor): each datagram
-is a pickled ``("slot", uid, gid)`` carrying two fds: the proxy's end of a
+is a pickled ``("slot", uid, gid, rlimits)`` carrying two fds: the proxy's end of a
 channel to the supervisor, and the uid's lock. The launcher forks the proxy
-with them and sends ``("spawned", pid)`` with a pidfd of the proxy on that
-channel, so it reaches the supervisor ahead of anything the proxy says. End
+with them, then the spawner (with a socket to the proxy and a pidfd of it),
+and sends ``("spawned", pid)`` with a pidfd of the proxy on that channel. End
 of file on fd 3 means the supervisor is gone: the launcher exits, and
 PDEATHSIG takes every proxy with it.
 """
@@ -30,8 +31,8 @@ import sys
 from typing import NoReturn
 
 from rustbox import _sys
-from rustbox._sandbox import _proxy
-from rustbox._sandbox._spec import BaseTree
+from rustbox._sandbox import _proxy, _spawner
+from rustbox._sandbox._spec import BaseTree, Rlimits
 
 SUPERVISOR_FD = 3
 _FDS_PER_SLOT = 2
@@ -58,24 +59,49 @@ class Launcher:
             self.selector.fileno(),
         ]
 
-    def fork_slot(self, channel_fd: int, lock_fd: int, uid: int, gid: int) -> int:
-        """Fork a proxy as PID 1 of a new PID namespace; returns its pid."""
-        _sys.unshare(_sys.CLONE_NEWPID)
+    def fork_slot(self, channel_fd: int, uid: int, gid: int, rlimits: Rlimits) -> int:
+        """Fork a slot's proxy (PID 1 of a new PID namespace) and its spawner;
+        returns the proxy's pid. The proxy keeps the uid lock (inherited)."""
+        to_spawner, to_proxy = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = os.fork()
-        finally:
-            if os.getpid() != 1:  # the parent; the child is PID 1 and must not setns
-                _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
-        if pid == 0:
+            _sys.unshare(_sys.CLONE_NEWPID)
             try:
-                signal.set_wakeup_fd(-1)
-                for fd in self._private_fds():
-                    os.close(fd)
-                del lock_fd  # kept open (CLOEXEC) in the proxy until it exits
-                _proxy.slot_main(channel_fd, self.pidfd, self.base, uid, gid)
+                pid = os.fork()
             finally:
-                os._exit(1)
-        return pid
+                if os.getpid() != 1:  # the parent; the child is PID 1 and must not setns
+                    _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
+            if pid == 0:
+                try:
+                    signal.set_wakeup_fd(-1)
+                    for fd in [*self._private_fds(), to_proxy.fileno()]:
+                        os.close(fd)
+                    _proxy.slot_main(
+                        channel_fd, to_spawner.detach(), self.pidfd, self.base, uid, gid
+                    )
+                finally:
+                    os._exit(1)
+            proxy_pidfd = _sys.pidfd_open(pid)
+            try:
+                spawner = os.fork()
+                if spawner == 0:
+                    try:
+                        signal.set_wakeup_fd(-1)
+                        for fd in [*self._private_fds(), to_spawner.fileno(), channel_fd]:
+                            os.close(fd)
+                        _spawner.spawner_main(
+                            to_proxy.detach(), proxy_pidfd, self.pidfd, self.base, rlimits
+                        )
+                    finally:
+                        os._exit(1)
+            except BaseException:
+                _sys.pidfd_send_signal(proxy_pidfd, signal.SIGKILL)
+                raise
+            finally:
+                os.close(proxy_pidfd)
+            return pid
+        finally:
+            to_spawner.close()
+            to_proxy.close()
 
     def handle(self) -> bool:
         """Serve one request; False once the supervisor is gone."""
@@ -91,9 +117,9 @@ class Launcher:
             request = pickle.loads(data)
             if request[0] != "slot" or len(fds) != _FDS_PER_SLOT:
                 return True  # not from our supervisor; drop it
-            channel_fd, lock_fd = fds
+            channel_fd, _lock_fd = fds  # the lock is inherited by the proxy, which keeps it
             try:
-                pid = self.fork_slot(channel_fd, lock_fd, int(request[1]), int(request[2]))
+                pid = self.fork_slot(channel_fd, int(request[1]), int(request[2]), request[3])
             except OSError as exc:
                 message = ("error", f"launcher could not fork a proxy: {exc}")
                 _send_on(channel_fd, pickle.dumps(message), [])

@@ -7,60 +7,78 @@ stage. A runtime guard backs the types: a stage object can be advanced once,
 each stage checks that the process's last stage is its predecessor, and the
 constructors refuse callers without the module's private token.
 
-The chain is walked in two parts. A *slot* (a proxy, PID 1 of its own PID
-namespace) walks the first part once and then serves many runs one after the
-other, the way go-judge keeps pre-forked containers; each run forks a fresh
-payload process that walks the second part and execs::
+The chain is walked by two processes of a *slot*, which serves many runs one
+after the other (the way go-judge keeps pre-forked containers). The proxy
+(PID 1 of the slot's PID namespace) builds the sandbox; the spawner, a
+process outside that PID namespace whose children are born inside it, takes
+the slot's uid and the syscall filter once and then starts each run's program
+with ``posix_spawn`` (``vfork`` + ``exec``: no copy of a Python heap per run)::
 
-    proxy, once per slot (its uid is the slot's for the slot's lifetime)
-      Namespaced        mount, net, uts namespaces (pid: the launcher); hostname; lo up
+    proxy, once per slot
+      Namespaced        mount, net, ipc, uts namespaces (pid: the launcher); hostname; lo up
       PrivateMounts     MS_REC|MS_PRIVATE on /, before any mount
       Rooted            tmpfs root, read-only binds, /etc, /dev, /proc; pivot_root,
                         old root detached, root read-only
-      Sealed            capability bounding and ambient sets emptied, NO_NEW_PRIVS,
-                        signal dispositions default: the proxy never execs, so these
-                        bind only the payloads it forks
+    spawner, once per slot
+      Joined            the proxy's mount, net, ipc and uts namespaces, its PID
+                        namespace for children; verified under the sandbox root
+      Locked            groups dropped; capability bounding, ambient and inheritable
+                        sets empty, permitted = effective = SETUID and SETGID;
+                        NO_NEW_PRIVS; umask 022 (verified by capget/prctl)
+      Limited           the slot's rlimits, on the spawner itself (irreversible: a
+                        slot serves runs with exactly these rlimits)
+      Spawner           seccomp: the payload's filter, on the spawner itself
     proxy, per run
-      RunRooted         the run's own fresh /box (its files), /tmp and /dev/shm
-    payload (the proxy's child), per run
-      CgroupAttached    own session, a fresh IPC namespace, joined the run's cgroup
-      Hygienic          rlimits, umask, fds 0-2 only, cwd
-      Credentialed      setgroups([]), setresgid, setresuid to the slot's uid (verified)
-      Locked            all five capability sets zero, NoNewPrivs 1 (verified)
-      Filtered          seccomp
-      exec
+      RunRooted         the run's own fresh /box (its files), /tmp and /dev/shm;
+                        the run's cgroup is created next
+    spawner, per run
+      InCgroup          the spawner joins the run's cgroup (its child is born there)
+      Hygienic          the run's cwd (its rlimits are the slot's)
+      Credentialed      real uid and gid = the slot's (effective stays root)
+      spawn             posix_spawn: own session, default signals, fds 0-2 only,
+                        POSIX_SPAWN_RESETIDS (effective ids := real ids), exec
+    then the spawner restores itself (Spawned.restore) and the proxy clears the
+    run's mounts (RunRooted.clear)
 
-This is DESIGN.md's order. After the run the proxy kills whatever is left,
-unmounts the run's /box, /tmp and /dev/shm (``RunRooted.clear``) and is back
-at ``Sealed``, ready for the next run. What a slot shares between its runs,
-and why that is safe, is in docs/security.md.
+The child inherits the filter, NO_NEW_PRIVS, the empty bounding set and the
+rlimits, and is born in the run's cgroup and in the slot's namespaces. With
+its effective uid no longer root and a non-root real uid, exec gives it no
+capability at all (bounding set empty, no file capabilities under nosuid and
+NO_NEW_PRIVS), and exec sets its saved ids to the effective ones: uid, gid
+and all five capability sets are the run's, which the isolation tests observe
+from inside. What a slot shares between its runs, and why that is safe, is in
+docs/security.md.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import signal
 import stat
 import time
 from collections.abc import Callable, Sequence
-from typing import ClassVar, NoReturn
+from typing import ClassVar, TypeVar
 
 from rustbox import _sys
 from rustbox._errors import SandboxSetupError
-from rustbox._host import Cgroup
 from rustbox._limits import Limits
-from rustbox._sandbox._spec import DEFAULT_ETC_BINDS, HOSTNAME, BaseTree, RunSpec
+from rustbox._sandbox._spec import (
+    DEFAULT_ETC_BINDS,
+    HOSTNAME,
+    BaseTree,
+    Rlimits,
+    RunSpec,
+    SpawnOrder,
+)
 
 _TOKEN = object()
 
-_SLOT_NAMESPACES = _sys.CLONE_NEWNS | _sys.CLONE_NEWNET | _sys.CLONE_NEWUTS
+_SLOT_NAMESPACES = _sys.CLONE_NEWNS | _sys.CLONE_NEWNET | _sys.CLONE_NEWIPC | _sys.CLONE_NEWUTS
 _BIND_RO = _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY | _sys.MS_NOSUID | _sys.MS_NODEV
-SETUP_FD = 3  #: the payload reports its setup on this fd; CLOEXEC, so exec closes it
-#: Signals the proxy keeps ignored (it wants EPIPE and EFBIG, not death); each
-#: payload restores their default.
-_PROXY_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+CAP_SETGID, CAP_SETUID = 6, 7
+#: What the spawner keeps: taking a run's ids for a moment. Its children get none.
+SPAWNER_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)
 
 
 class _Progress:
@@ -143,11 +161,7 @@ def reset_progress() -> None:
 
 
 def enter_namespaces() -> Namespaced:
-    """Stage 1. The caller is already PID 1 of a fresh PID namespace.
-
-    The IPC namespace is not made here: each payload makes its own, so SysV
-    objects a run leaves behind die with it.
-    """
+    """Stage 1. The caller is already PID 1 of a fresh PID namespace."""
     if _Progress.stage is not None:
         raise SandboxSetupError("namespaces", "the chain was already started in this process")
     if os.getpid() != 1:
@@ -162,7 +176,7 @@ def enter_namespaces() -> Namespaced:
     except OSError as exc:
         raise _failing("namespaces")(exc) from exc
     controls = [
-        "namespaces: pid, mount, network, uts per slot; ipc per run",
+        "namespaces: pid, mount, network, ipc, uts (per slot)",
         f"hostname: {HOSTNAME}",
         "network: loopback only",
     ]
@@ -308,49 +322,36 @@ class PrivateMounts(_Stage):
         return Rooted(_TOKEN, timings, controls)
 
 
-def _status() -> dict[str, int]:
-    """The capability sets and NoNewPrivs of this process, from /proc/self/status."""
-    found = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("Cap", "NoNewPrivs")):
-                key, value = line.split(":", 1)
-                found[key] = int(value.strip(), 16)
-    return found
-
-
 class Rooted(_Stage):
+    """A slot ready for a run. Unlike other stages it advances once *per run*:
+    :meth:`RunRooted.clear` hands it back."""
+
     _name = "root"
     _after = PrivateMounts
 
-    def seal(self) -> Sealed:
-        """Stage 4: what every payload inherits: no capability can come back through
-        exec (bounding and ambient sets empty), NO_NEW_PRIVS, default signals."""
-        timings, controls = self._step()
+    def stage_run(self, spec: RunSpec) -> RunRooted:
+        """Proxy, once a run arrives: its own fresh /box with its files, /tmp, /dev/shm."""
+        self._step()
+        timings = Timings()
         try:
-            _sys.drop_bounding_set()
-            _sys.clear_ambient()
-            _sys.set_no_new_privs()
-            for signum in range(1, signal.NSIG):
-                if signum in (signal.SIGKILL, signal.SIGSTOP):
-                    continue
-                try:
-                    ignored = signum in _PROXY_IGNORED
-                    signal.signal(signum, signal.SIG_IGN if ignored else signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            _write_box(spec)
+            _scratch("/tmp", spec.limits)
+            _scratch("/dev/shm", spec.limits)
         except OSError as exc:
-            raise _failing("seal")(exc) from exc
-        status = _status()
-        if status.get("CapBnd") != 0 or status.get("CapAmb") != 0 or status.get("NoNewPrivs") != 1:
-            raise SandboxSetupError("seal", f"bounding/ambient/no_new_privs not as set: {status}")
-        controls += [
-            "capability bounding and ambient sets: empty",
-            "no_new_privs: 1",
-            "signals: default dispositions, empty mask",
+            self._spent = False
+            try:
+                _unmount_run()
+            except OSError:
+                pass  # the slot is retired on this error anyway
+            raise _failing("run_root")(exc) from exc
+        limits = spec.limits
+        controls = [
+            f"/box: fresh tmpfs size={limits.box_size} inodes={limits.box_inodes} nosuid nodev",
+            f"/tmp, /dev/shm: fresh tmpfs size={limits.tmp_size} noexec nosuid nodev",
         ]
-        return Sealed(_TOKEN, timings, controls)
+        run = RunRooted(_TOKEN, timings, controls, spec)
+        run._rooted = self
+        return run
 
 
 def _scratch(target: str, limits: Limits) -> None:
@@ -409,52 +410,16 @@ def _unmount_run() -> None:
             _sys.umount2(target, _sys.MNT_DETACH)
 
 
-class Sealed(_Stage):
-    """A slot ready for a run. Unlike other stages it advances once *per run*:
-    :meth:`RunRooted.clear` hands it back."""
-
-    _name = "seal"
-    _after = Rooted
-
-    def stage_run(self, spec: RunSpec) -> RunRooted:
-        """Proxy, once a run arrives: its own fresh /box with its files, /tmp, /dev/shm."""
-        self._step()
-        timings = Timings()
-        try:
-            _write_box(spec)
-            _scratch("/tmp", spec.limits)
-            _scratch("/dev/shm", spec.limits)
-        except OSError as exc:
-            self._spent = False
-            try:
-                _unmount_run()
-            except OSError:
-                pass  # the slot is retired on this error anyway
-            raise _failing("run_root")(exc) from exc
-        limits = spec.limits
-        controls = [
-            f"/box: fresh tmpfs size={limits.box_size} inodes={limits.box_inodes} nosuid nodev",
-            f"/tmp, /dev/shm: fresh tmpfs size={limits.tmp_size} noexec nosuid nodev",
-        ]
-        _Progress.stage = Sealed  # RunRooted's guard expects Sealed as its predecessor
-        run = RunRooted(_TOKEN, timings, controls, spec)
-        run._sealed = self
-        return run
-
-
 class RunRooted(_RunStage):
-    """The run's root is ready. The proxy forks; the child goes on, the proxy
-    waits for the run to end and then clears the root for the next one."""
+    """The run's root is ready; the spawner starts the program in it."""
 
     _name = "run_root"
-    _after = Sealed
-    _sealed: Sealed
+    _after = Rooted
+    _rooted: Rooted
 
-    def clear(self) -> Sealed:
+    def clear(self) -> Rooted:
         """Proxy, after the run (every process of it dead): unmount its scratch
         filesystems and hand the slot back for the next run."""
-        if os.getpid() != 1:
-            raise SandboxSetupError(self._name, "only the proxy clears a run")
         if self._spent or _Progress.stage is not RunRooted:
             raise SandboxSetupError(self._name, "the chain has moved on")
         self._spent = True
@@ -462,155 +427,280 @@ class RunRooted(_RunStage):
             _unmount_run()
         except OSError as exc:
             raise _failing("clear")(exc) from exc
-        _Progress.stage = Sealed
-        self._sealed._spent = False
-        self._sealed.timings.resume()
-        return self._sealed
+        _Progress.stage = Rooted
+        self._rooted._spent = False
+        return self._rooted
 
-    def attach_cgroup(self, cgroup: Cgroup) -> CgroupAttached:
-        """Payload (the proxy's forked child): its own session and IPC namespace,
-        then the run's cgroup, before any untrusted instruction."""
+
+# -- the spawner --------------------------------------------------------------
+
+
+def join_slot(proxy_pidfd: int) -> Joined:
+    """Spawner stage 1: the proxy's namespaces (it must have built its root).
+
+    The spawner stays in the launcher's PID namespace, out of sight and reach
+    of every payload; ``setns`` of the PID namespace only places its children.
+    """
+    if _Progress.stage is not None:
+        raise SandboxSetupError("join", "the chain was already started in this process")
+    timings = Timings()
+    try:
+        _sys.setns(proxy_pidfd, _SLOT_NAMESPACES | _sys.CLONE_NEWPID)
+        os.chdir("/")
+    except OSError as exc:
+        raise _failing("join")(exc) from exc
+    if os.path.exists("/sys") or not os.path.isdir("/box") or os.uname().nodename != HOSTNAME:
+        raise SandboxSetupError("join", "not under the slot's root after setns")
+    controls = ["spawner: outside the slot's PID namespace; its children are born inside"]
+    return Joined(_TOKEN, timings, controls)
+
+
+class Joined(_Stage):
+    _name = "join"
+
+    def lock(self) -> Locked:
+        """Spawner stage 2: nothing but SETUID and SETGID is left, and
+        nothing can come back through exec. Verified with capget and prctl
+        (the slot's /proc does not show the spawner: it is not in its PID namespace)."""
         timings, controls = self._step()
-        if os.getpid() == 1:
-            raise SandboxSetupError("cgroup", "the proxy itself cannot become the payload")
-        try:
-            for signum in _PROXY_IGNORED:
-                signal.signal(signum, signal.SIG_DFL)
-            os.setsid()
-            _sys.unshare(_sys.CLONE_NEWIPC)
-            cgroup.attach_self()
-        except OSError as exc:
-            raise _failing("cgroup")(exc) from exc
-        limits = self._spec.limits
-        controls += [
-            "ipc namespace: fresh per run",
-            f"cgroup v{cgroup.version}: memory={limits.memory} swap=0 "
-            f"pids={limits.processes}, cpu time enforced by polling",
-        ]
-        return CgroupAttached(_TOKEN, timings, controls, self._spec)
-
-
-def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
-    cpu = math.ceil(limits.cpu_time) + 1
-    values = [
-        (resource.RLIMIT_CPU, cpu, cpu + 1),
-        (resource.RLIMIT_FSIZE, limits.file_size, limits.file_size),
-        (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
-        (resource.RLIMIT_NPROC, limits.nproc_rlimit, limits.nproc_rlimit),
-        (resource.RLIMIT_STACK, limits.stack, limits.stack),
-        (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_MEMLOCK, 0, 0),
-        (resource.RLIMIT_MSGQUEUE, 0, 0),
-    ]
-    if limits.address_space is not None:
-        values.append((resource.RLIMIT_AS, limits.address_space, limits.address_space))
-    return values
-
-
-class CgroupAttached(_RunStage):
-    _name = "cgroup"
-    _after = RunRooted
-
-    def apply_hygiene(self, stdio: Sequence[int], setup_fd: int) -> Hygienic:
-        """rlimits, umask, only fds 0-2 (+ the setup fd, closed by exec), cwd."""
-        timings, controls = self._step()
-        spec = self._spec
-        try:
-            for target, fd in enumerate(stdio):
-                os.dup2(fd, target, inheritable=True)
-            os.dup2(setup_fd, SETUP_FD, inheritable=False)
-            _sys.close_range(SETUP_FD + 1)
-            for which, soft, hard in _rlimits(spec.limits):
-                resource.setrlimit(which, (soft, hard))
-            os.umask(0o022)
-            os.chdir(spec.cwd)
-        except OSError as exc:
-            raise _failing("hygiene")(exc) from exc
-        limits = spec.limits
-        controls += [
-            f"rlimits: cpu={math.ceil(limits.cpu_time) + 1}s fsize={limits.file_size} "
-            f"nofile={limits.open_files} nproc={limits.nproc_rlimit} stack={limits.stack} "
-            "core=0 memlock=0 msgqueue=0"
-            + (f" as={limits.address_space}" if limits.address_space else ""),
-            "fds: only 0, 1, 2 reach the program",
-            f"environment: built from scratch ({len(spec.env)} variables)",
-        ]
-        return Hygienic(_TOKEN, timings, controls, spec)
-
-
-class Hygienic(_RunStage):
-    _name = "hygiene"
-    _after = CgroupAttached
-
-    def drop_credentials(self) -> Credentialed:
-        """The slot's own uid and gid, no groups; the kernel drops every capability
-        with root."""
-        timings, controls = self._step()
-        uid, gid = self._spec.uid, self._spec.gid
         try:
             os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
+            _sys.drop_bounding_set()
+            _sys.clear_ambient()
+            _sys.capset(SPAWNER_CAPS, SPAWNER_CAPS, 0)
+            _sys.set_no_new_privs()
+            os.umask(0o022)
+            caps = _sys.capget()
+            last = _sys.cap_last_cap()
+            bounding = [c for c in range(last + 1) if _sys.prctl(_sys.PR_CAPBSET_READ, c)]
+            ambient = [
+                c
+                for c in range(last + 1)
+                if _sys.prctl(_sys.PR_CAP_AMBIENT, _sys.PR_CAP_AMBIENT_IS_SET, c)
+            ]
+            no_new_privs = _sys.prctl(_sys.PR_GET_NO_NEW_PRIVS)
         except OSError as exc:
-            raise _failing("credentials")(exc) from exc
-        if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
-            raise SandboxSetupError("credentials", "uid/gid did not change")
-        if os.getgroups():
-            raise SandboxSetupError("credentials", "supplementary groups remain")
-        controls.append(f"credentials: uid={uid} gid={gid} groups=[] (verified)")
-        return Credentialed(_TOKEN, timings, controls, self._spec)
+            raise _failing("privileges")(exc) from exc
+        wanted = _sys.CapSets(SPAWNER_CAPS, SPAWNER_CAPS, 0)
+        if caps != wanted or bounding or ambient or no_new_privs != 1 or os.getgroups():
+            raise SandboxSetupError(
+                "privileges",
+                f"not locked: {caps} bounding={bounding} ambient={ambient} "
+                f"no_new_privs={no_new_privs} groups={os.getgroups()}",
+            )
+        controls += [
+            "capability bounding, ambient and inheritable sets: empty (verified by prctl, capget)",
+            "no_new_privs: 1",
+            "supplementary groups: none",
+        ]
+        return Locked(_TOKEN, timings, controls)
 
 
-class Credentialed(_RunStage):
-    _name = "credentials"
-    _after = Hygienic
-
-    def lock_privileges(self) -> Locked:
-        """Verify, from the kernel's own account, that no privilege is left."""
-        timings, controls = self._step()
-        status = _status()
-        caps = {k: v for k, v in status.items() if k.startswith("Cap")}
-        expected = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
-        if set(caps) != expected or any(caps.values()):
-            raise SandboxSetupError("privileges", f"capabilities remain: {caps}")
-        if status.get("NoNewPrivs") != 1:
-            raise SandboxSetupError("privileges", "no_new_privs is not set")
-        controls.append(
-            "capabilities: inheritable, permitted, effective, bounding, ambient = 0 (verified)"
-        )
-        return Locked(_TOKEN, timings, controls, self._spec)
-
-
-class Locked(_RunStage):
+class Locked(_Stage):
     _name = "privileges"
-    _after = Credentialed
+    _after = Joined
 
-    def install_seccomp(self, program: bytes) -> Filtered:
-        """The syscall filter, last before exec."""
+    def limit(self, rlimits: Rlimits) -> Limited:
+        """Spawner stage 3: the slot's rlimits, on the spawner itself: every child
+        inherits them, and without CAP_SYS_RESOURCE neither the spawner nor any
+        child can raise a hard limit again. A slot serves only runs whose
+        rlimits are exactly these."""
+        timings, controls = self._step()
+        try:
+            for which, soft, hard in rlimits:
+                resource.setrlimit(which, (soft, hard))
+            actual = tuple((w, *resource.getrlimit(w)) for w, _, _ in rlimits)
+        except (OSError, ValueError) as exc:
+            raise _failing("rlimits")(exc) from exc
+        if actual != tuple(rlimits):
+            raise SandboxSetupError("rlimits", f"not as set: {actual}")
+        controls.append("rlimits: " + describe_rlimits(rlimits))
+        return Limited(_TOKEN, timings, controls)
+
+
+_RLIMIT_NAMES = {
+    resource.RLIMIT_CPU: "cpu",
+    resource.RLIMIT_FSIZE: "fsize",
+    resource.RLIMIT_NOFILE: "nofile",
+    resource.RLIMIT_NPROC: "nproc",
+    resource.RLIMIT_STACK: "stack",
+    resource.RLIMIT_CORE: "core",
+    resource.RLIMIT_MEMLOCK: "memlock",
+    resource.RLIMIT_MSGQUEUE: "msgqueue",
+    resource.RLIMIT_AS: "as",
+}
+
+
+def describe_rlimits(rlimits: Rlimits) -> str:
+    return " ".join(f"{_RLIMIT_NAMES.get(w, str(w))}={soft}" for w, soft, _ in rlimits)
+
+
+class Limited(_Stage):
+    _name = "rlimits"
+    _after = Locked
+
+    def install_seccomp(self, program: bytes) -> Spawner:
+        """Spawner stage 4: the payload's filter, on the spawner itself: every
+        child inherits it and none can shed it."""
         timings, controls = self._step()
         try:
             _sys.install_filter(program)
         except OSError as exc:
             raise _failing("seccomp")(exc) from exc
         controls.append(f"seccomp: filter of {len(program) // 8} instructions")
-        return Filtered(_TOKEN, timings, controls, self._spec)
+        return Spawner(_TOKEN, timings, controls)
 
 
-class Filtered(_RunStage):
+class Spawner(_Stage):
+    """The spawner between runs. Like :class:`Rooted`, it advances once per run:
+    :meth:`Spawned.restore` hands it back."""
+
     _name = "seccomp"
-    _after = Locked
+    _after = Limited
 
-    def exec(self, before_exec: Callable[[list[tuple[str, float]], list[str]], None]) -> NoReturn:
-        """Replace this process with the untrusted program.
-
-        ``before_exec`` reports the timings and controls; it runs last because
-        exec closes the setup fd, which tells the proxy the program started.
-        """
-        timings, controls = self._step()
-        spec = self._spec
-        timings.mark("exec")
-        before_exec(timings.stages, controls)
+    def attach_cgroup(self, order: SpawnOrder, procs_fds: Sequence[int]) -> InCgroup:
+        """Per run: join the run's cgroup (in every hierarchy) so the child is born
+        in it: no instruction of the run ever runs outside its limits."""
+        self._step()
+        timings = Timings()
         try:
-            os.execvpe(spec.argv[0], list(spec.argv), dict(spec.env))
+            for fd in procs_fds:
+                os.write(fd, b"0")
         except OSError as exc:
-            raise SandboxSetupError("exec", f"{spec.argv[0]}: {exc.strerror}") from exc
+            self._spent = False
+            raise _failing("cgroup")(exc) from exc
+        run = InCgroup(_TOKEN, timings, [], order)
+        run._spawner = self
+        return run
+
+
+class _SpawnStage(_Stage):
+    """A per-run stage of the spawner: it carries the order and what to undo."""
+
+    _spawner: Spawner
+
+    def __init__(
+        self, token: object, timings: Timings, controls: list[str], order: SpawnOrder
+    ) -> None:
+        super().__init__(token, timings, controls)
+        self._order = order
+
+    def _next(self, cls: type[_S]) -> _S:
+        stage = cls(_TOKEN, self._timings, self._controls, self._order)
+        stage._spawner = self._spawner
+        return stage
+
+
+_S = TypeVar("_S", bound=_SpawnStage)
+
+
+class InCgroup(_SpawnStage):
+    _name = "cgroup"
+    _after = Spawner
+
+    def apply_hygiene(self, rlimits: Rlimits) -> Hygienic:
+        """The run's cwd; its rlimits are the slot's (``rlimits`` must match them)."""
+        self._step()
+        order = self._order
+        if order.limits.rlimits() != rlimits:
+            raise SandboxSetupError("hygiene", "the run's rlimits are not this slot's")
+        try:
+            os.chdir(order.cwd)
+        except OSError as exc:
+            raise _failing("hygiene")(exc) from exc
+        self._controls += [
+            "fds: only 0, 1, 2 reach the program",
+            f"environment: built from scratch ({len(order.env)} variables)",
+        ]
+        return self._next(Hygienic)
+
+
+class Hygienic(_SpawnStage):
+    _name = "hygiene"
+    _after = InCgroup
+
+    def take_credentials(self) -> Credentialed:
+        """Real uid and gid := the run's; effective stays root until the child's
+        POSIX_SPAWN_RESETIDS. Verified."""
+        self._step()
+        uid, gid = self._order.uid, self._order.gid
+        try:
+            os.setresgid(gid, 0, 0)
+            os.setresuid(uid, 0, 0)
+        except OSError as exc:
+            raise _failing("credentials")(exc) from exc
+        if os.getresuid() != (uid, 0, 0) or os.getresgid() != (gid, 0, 0):
+            raise SandboxSetupError("credentials", "real uid/gid did not change")
+        self._controls.append(
+            f"credentials: uid={uid} gid={gid} groups=[] (real ids verified; the program's "
+            "effective and saved ids follow at spawn and exec)"
+        )
+        return self._next(Credentialed)
+
+
+def _resolve(order: SpawnOrder) -> str:
+    """The program's path as execvp would find it with the run's PATH; access()
+    checks with the real uid, which is the run's by now."""
+    command = order.argv[0]
+    if "/" in command:
+        return command
+    path = dict(order.env).get("PATH", "/usr/bin:/bin")
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", command)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return command
+
+
+#: Every catchable signal: the child starts with default dispositions, none blocked.
+_ALL_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+
+
+class Credentialed(_SpawnStage):
+    _name = "credentials"
+    _after = Hygienic
+
+    def spawn(self, stdio: Sequence[int]) -> Spawned:
+        """Start the untrusted program: vfork + exec, nothing of ours runs in between
+        but the C library's posix_spawn."""
+        self._step()
+        order = self._order
+        try:
+            pid = os.posix_spawn(
+                _resolve(order),
+                list(order.argv),
+                dict(order.env),
+                file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
+                setsid=True,
+                setsigmask=(),
+                setsigdef=_ALL_SIGNALS,
+                resetids=True,
+            )
+        except OSError as exc:
+            raise SandboxSetupError("exec", f"{order.argv[0]}: {exc.strerror}") from exc
+        spawned = self._next(Spawned)
+        spawned.pid = pid
+        return spawned
+
+
+class Spawned(_SpawnStage):
+    _name = "exec"
+    _after = Credentialed
+    pid: int
+
+    def restore(self, home_fds: Sequence[int]) -> Spawner:
+        """Back to the spawner between runs: root ids, its own cgroup, cwd /."""
+        if self._spent or _Progress.stage is not Spawned:
+            raise SandboxSetupError(self._name, "the chain has moved on")
+        self._spent = True
+        try:
+            os.setresuid(0, 0, 0)
+            os.setresgid(0, 0, 0)
+            for fd in home_fds:
+                os.write(fd, b"0")
+            os.chdir("/")
+        except OSError as exc:
+            raise _failing("restore")(exc) from exc
+        _Progress.stage = Spawner
+        self._spawner._spent = False
+        return self._spawner

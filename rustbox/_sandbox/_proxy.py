@@ -1,21 +1,22 @@
 """The proxy: PID 1 of one slot's PID namespace, serving runs one at a time.
 
-The launcher forks it into a fresh PID namespace. It walks the slot's part of
-the chain once (namespaces, root, seal), then serves runs on its channel: for
-each, it gives the run a fresh /box, /tmp and /dev/shm and its own cgroup,
-forks the payload (which walks the rest of the chain and execs), enforces cpu
-and wall time, kills and reaps every process of the run, reads the evidence,
-reports, and clears the slot for the next run. When it exits, the kernel
-kills whatever is left in the namespace, so nothing of a run can outlive it.
+The launcher forks it into a fresh PID namespace, next to the slot's spawner
+(``_spawner``). It walks the slot's part of the chain once (namespaces, root),
+lets the spawner join, then serves runs on its channel: for each, it gives
+the run a fresh /box, /tmp and /dev/shm and its own cgroup, has the spawner
+start the program, enforces cpu and wall time, kills every process of the run
+(``kill(-1)`` from PID 1 reaches all of them and nothing else: the spawner is
+not in this PID namespace), reads the evidence, reports, removes the SysV IPC
+objects the run left and clears the slot for the next run. When it exits, the
+kernel kills whatever is left in the namespace, so nothing of a run can
+outlive it.
 """
 
 from __future__ import annotations
 
 import gc
-import io
 import os
 import pickle
-import resource
 import select
 import signal
 import socket
@@ -24,11 +25,21 @@ import time
 import traceback
 from typing import Any, NoReturn
 
+import attrs
+
 from rustbox import _sys
 from rustbox._errors import SandboxSetupError
 from rustbox._host import Cgroup, CgroupLimits, CgroupParents, CgroupStats
 from rustbox._sandbox import _chain
-from rustbox._sandbox._spec import BaseTree, ProxyReport, RunSpec, cgroup_name, pack, unpack
+from rustbox._sandbox._spec import (
+    BaseTree,
+    ProxyReport,
+    RunSpec,
+    SpawnOrder,
+    cgroup_name,
+    pack,
+    unpack,
+)
 
 #: Slowest and fastest cpu-time poll. Between them the interval is the time
 #: the payload needs, at full parallelism, to reach its limit: the limit is
@@ -78,66 +89,6 @@ class _Run:
             self.kill_all(str(request[2]), str(request[3]))
 
 
-def _payload(
-    run_root: _chain.RunRooted,
-    cgroup: Cgroup,
-    stdio: list[int],
-    setup_w: int,
-    program: bytes,
-) -> NoReturn:
-    """The forked child: walks the run's part of the chain and execs.
-
-    Failures are reported on the setup pipe; exec closes that pipe, which is how
-    the proxy learns the program started.
-    """
-    gc.disable()  # a collection here would only copy pages the proxy shares
-
-    def report(message: tuple[object, ...]) -> None:
-        # Hygiene moves the setup pipe to SETUP_FD and closes the original, so
-        # a failure late in the chain finds it there.
-        data = pickle.dumps(message)
-        for fd in (setup_w, _chain.SETUP_FD):
-            try:
-                os.write(fd, data)
-                return
-            except OSError:
-                continue
-
-    def before_exec(timings: list[tuple[str, float]], controls: list[str]) -> None:
-        report(("ok", timings, controls))
-
-    try:
-        attached = run_root.attach_cgroup(cgroup)
-        hygienic = attached.apply_hygiene(stdio, setup_w)
-        locked = hygienic.drop_credentials().lock_privileges()
-        locked.install_seccomp(program).exec(before_exec)
-    except SandboxSetupError as exc:
-        report(("error", exc.stage, exc.detail))
-    except BaseException as exc:
-        report(("error", "payload", f"{type(exc).__name__}: {exc}"))
-    finally:
-        os._exit(126)
-
-
-def _read_setup(fd: int) -> tuple[Any, ...] | None:
-    """The payload's last word before exec: ("ok", ...) or ("error", stage, detail).
-
-    An exec that fails after "ok" was sent adds an error, so the last message wins.
-    """
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    stream = io.BytesIO(b"".join(chunks))
-    message = None
-    while stream.tell() < len(stream.getbuffer()):
-        message = pickle.load(stream)
-    assert message is None or isinstance(message, tuple)
-    return message
-
-
 def _collect(paths: tuple[str, ...], limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:
     """Read files back out of /box without following any symlink the payload made."""
     found: list[tuple[str, bytes]] = []
@@ -167,81 +118,111 @@ def _collect(paths: tuple[str, ...], limit: int) -> tuple[list[tuple[str, bytes]
     return found, missing
 
 
-def _reap_all() -> None:
+def _reap_until_empty(cgroup: Cgroup, timeout: float = 5.0) -> bool:
+    """Reap orphans (they come to PID 1) until no process of the run is left in
+    its cgroup; False if some survived ``timeout``."""
+    deadline = time.monotonic() + timeout
     while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-        except InterruptedError:
-            continue
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        if cgroup.is_empty():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
 
 
-def _supervise(run: _Run, cgroup: Cgroup, pid: int) -> tuple[int, resource.struct_rusage]:
-    """Wait for the payload while enforcing cpu and wall time; returns its wait status."""
+class _Exit:
+    """The payload's end, as the spawner (its parent) reaped it."""
+
+    def __init__(self, message: tuple[Any, ...]) -> None:
+        _, self.status, self.utime, self.stime, self.maxrss = message
+
+
+def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket) -> _Exit:
+    """Wait for the payload while enforcing cpu and wall time."""
     limits = run.spec.limits
     cpu_limit_ns = int(limits.cpu_time * 1e9)
     deadline = run.started + limits.wall_time
     parallel = max(1, min(_NCPU, limits.processes))
-    pidfd = os.pidfd_open(pid)
     poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
+    poller.register(spawner.fileno(), select.POLLIN)
     poller.register(run.channel.fileno(), select.POLLIN)
-    try:
-        while True:
-            used = cgroup.cpu_usage_ns()
-            now = time.monotonic()
-            if used > cpu_limit_ns and run.kill_reason is None:
-                run.kill_all("cpu", f"cpu_time {used / 1e9:.3f}s > limit {limits.cpu_time:g}s")
-            elif now >= deadline and run.kill_reason is None:
-                run.kill_all(
-                    "wall", f"wall_time {now - run.started:.3f}s > limit {limits.wall_time:g}s"
-                )
-            interval = (cpu_limit_ns - used) / 1e9 / parallel
-            timeout = max(_POLL_MIN, min(_POLL_MAX, interval, deadline - now))
-            for fd, _ in poller.poll(timeout * 1000):
-                if fd == pidfd:
-                    _, status, rusage = os.wait4(pid, 0)
-                    return status, rusage
-                try:
-                    data = run.channel.recv(_RECV_MAX)
-                except ConnectionResetError:
-                    data = b""
-                run.handle(data)
-                if run.supervisor_gone:
-                    poller.unregister(run.channel.fileno())
-    finally:
-        os.close(pidfd)
+    while True:
+        used = cgroup.cpu_usage_ns()
+        now = time.monotonic()
+        if used > cpu_limit_ns and run.kill_reason is None:
+            run.kill_all("cpu", f"cpu_time {used / 1e9:.3f}s > limit {limits.cpu_time:g}s")
+        elif now >= deadline and run.kill_reason is None:
+            run.kill_all(
+                "wall", f"wall_time {now - run.started:.3f}s > limit {limits.wall_time:g}s"
+            )
+        interval = (cpu_limit_ns - used) / 1e9 / parallel
+        timeout = max(_POLL_MIN, min(_POLL_MAX, interval, deadline - now))
+        for fd, _ in poller.poll(timeout * 1000):
+            if fd == spawner.fileno():
+                data = spawner.recv(_RECV_MAX)
+                if not data:
+                    raise SandboxSetupError("spawner", "the spawner died during the run")
+                message = pickle.loads(data)
+                if message[0] != "exited":
+                    raise SandboxSetupError("spawner", f"unexpected message {message[0]!r}")
+                return _Exit(message)
+            try:
+                data = run.channel.recv(_RECV_MAX)
+            except ConnectionResetError:
+                data = b""
+            run.handle(data)
+            if run.supervisor_gone:
+                poller.unregister(run.channel.fileno())
 
 
-#: Stages the payload walks (the rest ran in the proxy).
-_PAYLOAD_STAGES = frozenset({"cgroup", "hygiene", "credentials", "privileges", "seccomp", "exec"})
+def _spawner_says(spawner: socket.socket) -> tuple[Any, ...]:
+    data = spawner.recv(_RECV_MAX)
+    if not data:
+        raise SandboxSetupError("spawner", "the spawner died")
+    message = pickle.loads(data)
+    assert isinstance(message, tuple)
+    return message
 
 
 class _Slot:
-    """The proxy's state: the sealed chain, the cgroup parents, the slot's uid."""
+    """The proxy's state: its stage of the chain, the cgroup parents, the spawner."""
 
     def __init__(
         self,
         base: BaseTree,
-        sealed: _chain.Sealed,
+        rooted: _chain.Rooted,
         parents: CgroupParents,
         last_pid_fd: int,
+        ipc: _sys.SysvIpc,
+        spawner: socket.socket,
         uid: int,
         gid: int,
+        setup: list[tuple[str, float]],
+        controls: list[str],
     ) -> None:
         self.base = base
-        self.sealed = sealed
+        self.rooted = rooted
         self.parents = parents
         self.last_pid_fd = last_pid_fd
+        self.ipc = ipc
+        self.spawner = spawner
         self.uid = uid
         self.gid = gid
-        self.slot_setup = [("slot:" + name, ms) for name, ms in sealed.timings.stages]
+        self.slot_setup = setup
+        self.slot_controls = controls
 
     @classmethod
-    def build(cls, base: BaseTree, uid: int, gid: int) -> _Slot:
-        """The slot's part of the chain. What must be reached from outside the new
-        root (the cgroup parents, this namespace's ns_last_pid) is opened first."""
+    def build(cls, base: BaseTree, spawner: socket.socket, uid: int, gid: int) -> _Slot:
+        """The slot's part of the chain, then the spawner's. What must be reached
+        from outside the new root (the cgroup parents, this namespace's
+        ns_last_pid and SysV IPC listings) is opened first."""
         private = _chain.enter_namespaces().make_mounts_private()
         try:
             parents = base.cgroups.open_parents()
@@ -252,11 +233,19 @@ class _Slot:
             # of how many processes the slot's earlier runs made.
             last_pid_fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_WRONLY | os.O_CLOEXEC)
             os.pwrite(last_pid_fd, b"1", 0)
+            ipc = _sys.SysvIpc()
         except OSError as exc:
             parents.close()
-            raise SandboxSetupError("namespaces", f"ns_last_pid: {exc}") from exc
-        sealed = private.build_root(base, uid, gid).seal()
-        return cls(base, sealed, parents, last_pid_fd, uid, gid)
+            raise SandboxSetupError("namespaces", f"{exc}") from exc
+        rooted = private.build_root(base, uid, gid)
+        spawner.send(pickle.dumps(("join",)))
+        message = _spawner_says(spawner)
+        if message[0] != "ready":
+            raise SandboxSetupError(str(message[1]), str(message[2]))
+        setup = [("slot:" + name, ms) for name, ms in rooted.timings.stages]
+        setup += [("slot:spawner:" + name, ms) for name, ms in message[1]]
+        controls = [*rooted.controls, *message[2]]
+        return cls(base, rooted, parents, last_pid_fd, ipc, spawner, uid, gid, setup, controls)
 
     def serve(self, channel: socket.socket) -> int:
         """Serve runs until the supervisor closes the channel; returns the exit code.
@@ -264,11 +253,17 @@ class _Slot:
         A run whose sandbox failed, or a slot that cannot be cleared, ends the
         slot: the supervisor then builds a fresh one.
         """
+        poller = select.poll()
+        poller.register(channel.fileno(), select.POLLIN)
+        poller.register(self.spawner.fileno(), select.POLLIN)
         while True:
-            try:
-                data, fds, _, _ = socket.recv_fds(channel, _RECV_MAX, 8)
-            except InterruptedError:
-                continue
+            ready = {fd for fd, _ in poller.poll()}
+            if self.spawner.fileno() in ready:
+                # Between runs the spawner only speaks by leaving (its own cpu
+                # budget is spent): retire, telling the supervisor about any run
+                # it already sent.
+                return _retire(channel)
+            data, fds, _, _ = socket.recv_fds(channel, _RECV_MAX, 8)
             if not data:
                 return 0
             message = pickle.loads(data)
@@ -278,10 +273,9 @@ class _Slot:
                 for fd in fds:
                     os.close(fd)
                 return 1
-            run_id = str(message[1])
-            healthy = self._one(channel, run_id, message[2], fds)
+            healthy = self._one(channel, str(message[1]), message[2], fds)
             if not healthy:
-                return 1
+                return _retire(channel)
 
     def _one(
         self, channel: socket.socket, run_id: str, inline: bytes | None, fds: list[int]
@@ -291,8 +285,7 @@ class _Slot:
         try:
             spec = unpack(inline, fds)
             assert isinstance(spec, RunSpec) and spec.run_id == run_id
-            stdio = fds
-            report = self._serve(spec, channel, stdio, cleanup)
+            report = self._serve(spec, channel, fds, cleanup)
         except SandboxSetupError as exc:
             report = ProxyReport.failed(exc.stage, exc.detail)
         except BaseException:
@@ -313,9 +306,13 @@ class _Slot:
                 if isinstance(item, Cgroup):
                     item.remove()
                 else:
-                    item.clear()
+                    self.rooted = item.clear()
             except Exception:
                 healthy = False
+        try:
+            self.ipc.remove_all()
+        except OSError:
+            healthy = False
         try:
             os.waitpid(-1, os.WNOHANG)
             healthy = False  # a process of the run is still around
@@ -331,70 +328,65 @@ class _Slot:
         run = _Run(spec, channel)
         t0 = time.perf_counter()
         os.pwrite(self.last_pid_fd, b"1", 0)
-        run_root = self.sealed.stage_run(spec)
+        run_root = self.rooted.stage_run(spec)
         cleanup.append(run_root)
         t1 = time.perf_counter()
+        # The spawner counts in pids.max for the whole run (see _spawner): + 1.
         cgroup = self.parents.create(
             cgroup_name(self.uid),
-            CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes),
+            CgroupLimits(memory=spec.limits.memory, pids=spec.limits.processes + 1),
         )
         cleanup.append(cgroup)
+        procs = cgroup.procs_fds()
         t2 = time.perf_counter()
-        setup_r, setup_w = os.pipe()
         try:
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    os.close(setup_r)
-                    _payload(run_root, cgroup, stdio, setup_w, self.base.seccomp_program)
-                finally:
-                    os._exit(126)
+            order = pickle.dumps(("spawn", SpawnOrder.of(spec)))
+            socket.send_fds(self.spawner, [order], [*stdio, *procs])
         finally:
-            os.close(setup_w)
-        for fd in stdio:
-            os.close(fd)
-        stdio.clear()
-        try:
-            message = _read_setup(setup_r)
-        finally:
-            os.close(setup_r)
+            for fd in [*stdio, *procs]:
+                os.close(fd)
+            stdio.clear()
+        message = _spawner_says(self.spawner)
         run.started = time.monotonic()
-        ran = [
+        setup = [
+            *self.slot_setup,
             ("run_root", round((t1 - t0) * 1000, 3)),
             ("cgroup_create", round((t2 - t1) * 1000, 3)),
         ]
-        setup: list[tuple[str, float]] = self.slot_setup + ran
-        controls: list[str] = list(self.sealed.controls)
-        error_stage = error = None
-        status: int | None = None
-        rusage = None
-        if message is None or message[0] != "ok":
-            _, status, rusage = os.wait4(pid, 0)
-            if message is None:
-                error_stage, error = "payload", f"payload died during setup (status {status})"
-            else:
-                error_stage, error = str(message[1]), str(message[2])
-        else:
-            stages, run_controls = list(message[1]), list(message[2])
-            setup += [s for s in stages if s[0] in _PAYLOAD_STAGES]
-            controls += run_controls
-            channel.send(pickle.dumps(("started", spec.run_id)))
-            status, rusage = _supervise(run, cgroup, pid)
-        wall = time.monotonic() - run.started
+        limits = spec.limits
+        controls = [
+            *self.slot_controls,
+            *run_root.controls,
+            f"cgroup v{cgroup.version}: memory={limits.memory} swap=0 pids={limits.processes} "
+            "(the cgroup's pids.max is one more: the spawner is in it while the run lasts), "
+            "cpu time enforced by polling",
+        ]
+        if message[0] != "spawned":
+            raise SandboxSetupError(str(message[1]), str(message[2]))
+        setup += list(message[1])
+        controls += list(message[2])
+        channel.send(pickle.dumps(("started", spec.run_id)))
         try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _reap_all()
+            ended = _supervise(run, cgroup, self.spawner)
+        finally:
+            wall = time.monotonic() - run.started
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if not _reap_until_empty(cgroup):
+                raise SandboxSetupError("proxy", "processes of the run survived SIGKILL")
         stats: CgroupStats | None = cgroup.stats()
-        files, missing = _collect(spec.collect, spec.limits.box_size) if error is None else ([], [])
+        if stats is not None and stats.pids_peak is not None:
+            stats = attrs.evolve(stats, pids_peak=max(0, stats.pids_peak - 1))  # the spawner
+        files, missing = _collect(spec.collect, spec.limits.box_size)
         return ProxyReport(
-            error_stage=error_stage,
-            error=error,
-            wait_status=status,
-            rusage_user=rusage.ru_utime if rusage else 0.0,
-            rusage_sys=rusage.ru_stime if rusage else 0.0,
-            rusage_maxrss=(rusage.ru_maxrss * 1024) if rusage else 0,
+            error_stage=None,
+            error=None,
+            wait_status=ended.status,
+            rusage_user=ended.utime,
+            rusage_sys=ended.stime,
+            rusage_maxrss=ended.maxrss * 1024,
             stats=stats,
             kill_reason=run.kill_reason,
             actions=tuple(run.actions),
@@ -406,6 +398,30 @@ class _Slot:
         )
 
 
+def _retire(channel: socket.socket) -> int:
+    """End the slot without losing a run: stop receiving (the supervisor's next
+    send fails with EPIPE), then answer every run already queued with
+    ("retired", run_id), so the supervisor gives it to another slot."""
+    try:
+        channel.shutdown(socket.SHUT_RD)
+        channel.setblocking(False)
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(channel, _RECV_MAX, 8)
+            except BlockingIOError:
+                break
+            for fd in fds:
+                os.close(fd)
+            if not data:
+                break
+            message = pickle.loads(data)
+            if message[0] == "run":
+                channel.send(pickle.dumps(("retired", message[1])))
+    except OSError:
+        pass
+    return 0
+
+
 def _arm(launcher_pidfd: int) -> None:
     """Die with the launcher, stay out of reach of the payload."""
     _sys.set_pdeathsig(signal.SIGKILL)
@@ -413,9 +429,17 @@ def _arm(launcher_pidfd: int) -> None:
         os._exit(1)  # the launcher died before PDEATHSIG was armed
     os.close(launcher_pidfd)
     _sys.set_dumpable(False)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-def slot_main(channel_fd: int, launcher_pidfd: int, base: BaseTree, uid: int, gid: int) -> NoReturn:
+def slot_main(
+    channel_fd: int,
+    spawner_fd: int,
+    launcher_pidfd: int,
+    base: BaseTree,
+    uid: int,
+    gid: int,
+) -> NoReturn:
     """Entry point of a slot's proxy, forked by the launcher. Never returns.
 
     It builds the slot, says ("ready", timings) or ("failed", stage, detail)
@@ -424,21 +448,20 @@ def slot_main(channel_fd: int, launcher_pidfd: int, base: BaseTree, uid: int, gi
     other run on the host can take its uid.
     """
     code = 1
+    channel = socket.socket(fileno=channel_fd)
     try:
         _arm(launcher_pidfd)
         _chain.reset_progress()
-        channel = socket.socket(fileno=channel_fd)
+        spawner = socket.socket(fileno=spawner_fd)
         try:
-            slot = _Slot.build(base, uid, gid)
+            slot = _Slot.build(base, spawner, uid, gid)
         except SandboxSetupError as exc:
             channel.send(pickle.dumps(("failed", exc.stage, exc.detail)))
-            return_code = 1
         else:
             channel.send(pickle.dumps(("ready", slot.slot_setup)))
             gc.collect()
-            gc.freeze()  # payloads fork from this heap: keep the collector off its pages
-            return_code = slot.serve(channel)
-        code = return_code
+            gc.freeze()  # a long-lived heap: keep the collector off the settled part
+            code = slot.serve(channel)
     except BaseException:
         try:
             channel.send(pickle.dumps(("failed", "proxy", traceback.format_exc(limit=8))))

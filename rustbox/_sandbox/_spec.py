@@ -26,6 +26,8 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 HOSTNAME = "rustbox-sandbox"
 #: Messages at most this large travel inline; larger ones in a memfd.
 INLINE_MAX = 32 << 10
+#: A slot's rlimits, (resource, soft, hard) as ``Limits.rlimits()`` gives them.
+Rlimits = tuple[tuple[int, int, int], ...]
 
 
 @attrs.frozen
@@ -64,6 +66,23 @@ class RunSpec:
     limits: Limits
     uid: int  #: the slot's uid; the proxy refuses a run meant for another
     gid: int
+
+
+@attrs.frozen
+class SpawnOrder:
+    """What the spawner needs of a run (the proxy sends it with the run's stdio)."""
+
+    run_id: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    limits: Limits
+    uid: int
+    gid: int
+
+    @classmethod
+    def of(cls, spec: RunSpec) -> SpawnOrder:
+        return cls(spec.run_id, spec.argv, spec.env, spec.cwd, spec.limits, spec.uid, spec.gid)
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ import anyio
 
 from rustbox import _sys
 from rustbox._errors import LauncherDied
-from rustbox._sandbox._spec import BaseTree
+from rustbox._sandbox._spec import BaseTree, Rlimits
 
 # The launcher imports only what a proxy needs: a bare package object stands in
 # for rustbox/__init__.py, which would pull in anyio and structlog. A smaller
@@ -91,9 +91,11 @@ class LauncherClient:
             return False
         return not select.select([self._pidfd], [], [], 0)[0]
 
-    async def fork_slot(self, uid: int, gid: int, channel_fd: int, lock_fd: int) -> None:
-        """Ask for a slot's proxy on ``channel_fd`` (both fds are duplicated into it)."""
-        data = pickle.dumps(("slot", uid, gid))
+    async def fork_slot(
+        self, uid: int, gid: int, rlimits: Rlimits, channel_fd: int, lock_fd: int
+    ) -> None:
+        """Ask for a slot on ``channel_fd`` (both fds are duplicated into its proxy)."""
+        data = pickle.dumps(("slot", uid, gid, rlimits))
         fds = [channel_fd, lock_fd]
         async with self._send_lock:
             while True:

@@ -22,6 +22,7 @@ import attrs
 from rustbox import _sys
 from rustbox._errors import LauncherDied
 from rustbox._host import UidLease, UidPoolExhausted
+from rustbox._sandbox._spec import Rlimits
 
 RECV_MAX = 1 << 16
 
@@ -34,6 +35,7 @@ class Slot:
     pidfd: int
     channel: socket.socket
     lease: UidLease
+    rlimits: Rlimits  #: a slot serves only runs with exactly these rlimits
     #: (stage, detail) when the proxy could not build the slot
     failure: tuple[str, str] | None = None
     runs: int = 0
@@ -70,8 +72,9 @@ async def receive(channel: socket.socket) -> tuple[tuple[object, ...], list[int]
 
 
 async def open_slot(
-    fork: Callable[[int, int, int, int], Awaitable[None]],
+    fork: Callable[[int, int, Rlimits, int, int], Awaitable[None]],
     lease: UidLease,
+    rlimits: Rlimits,
     timeout: float,
     retire: Callable[[Slot], None],
 ) -> Slot:
@@ -83,13 +86,23 @@ async def open_slot(
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setblocking(False)
+    # The launcher's ("spawned", pid) and the proxy's own first word race on the
+    # channel: the proxy may be ready before the launcher got to send.
+    early: tuple[object, ...] | None = None
+    message: tuple[object, ...] = ()
+    fds: list[int] = []
     try:
         try:
-            await fork(lease.uid, lease.gid, theirs.fileno(), lease.fileno())
+            await fork(lease.uid, lease.gid, rlimits, theirs.fileno(), lease.fileno())
         finally:
             theirs.close()
         with anyio.fail_after(timeout):
-            message, fds = await receive(ours)
+            while True:
+                message, fds = await receive(ours)
+                if message and message[0] in ("ready", "failed"):
+                    early = message
+                    continue
+                break
         if not message or message[0] != "spawned":
             for fd in fds:
                 os.close(fd)
@@ -99,20 +112,25 @@ async def open_slot(
         ours.close()
         raise
     assert isinstance(message[1], int)
-    slot = Slot(message[1], fds[0], ours, lease)
+    slot = Slot(message[1], fds[0], ours, lease, rlimits)
     failure: tuple[str, str] | None = None
-    message, fds = (), []
-    try:
-        with anyio.move_on_after(timeout) as scope:
-            message, fds = await receive(ours)
-    except BaseException:
-        slot.kill()
-        retire(slot)
-        raise
-    for fd in fds:
-        os.close(fd)
-    if scope.cancelled_caught:
-        failure = ("slot", f"the proxy did not build its sandbox within {timeout:g}s")
+    if early is None:
+        message, fds = (), []
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                message, fds = await receive(ours)
+        except BaseException:
+            slot.kill()
+            retire(slot)
+            raise
+        for fd in fds:
+            os.close(fd)
+        if scope.cancelled_caught:
+            failure = ("slot", f"the proxy did not build its sandbox within {timeout:g}s")
+    else:
+        message = early
+    if failure is not None:
+        pass
     elif not message:
         failure = ("slot", "the proxy died while building its sandbox")
     elif message[0] == "failed":
@@ -126,18 +144,23 @@ async def open_slot(
 
 
 class SlotPool:
-    """Idle slots, and how many exist: never more than ``size`` at once."""
+    """Idle slots, and how many exist: never more than ``size`` at once.
+
+    A slot carries one set of rlimits (its spawner holds them, irreversibly),
+    so a run takes an idle slot with its own rlimits; when there is none and
+    the pool is full, the longest-idle slot of other rlimits makes way.
+    """
 
     def __init__(
         self,
         size: int,
-        opener: Callable[[], Awaitable[Slot]],
+        opener: Callable[[Rlimits], Awaitable[Slot]],
         retire: Callable[[Slot], None],
     ) -> None:
         self._size = size
         self._opener = opener
         self._retire = retire
-        self._idle: list[Slot] = []
+        self._idle: list[Slot] = []  # most recently used last
         self._count = 0
         self._changed = anyio.Event()
         self._closed = False
@@ -146,38 +169,44 @@ class SlotPool:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def take(self) -> Slot:
-        """An idle slot, a new one if there is room, else the next one given back."""
+    async def take(self, rlimits: Rlimits) -> Slot:
+        """An idle slot for ``rlimits``, a new one if there is room (made, if need
+        be, by retiring an idle slot of other rlimits), else the next one back."""
         while True:
-            while self._idle:
-                slot = self._idle.pop()
-                if slot.alive:
-                    return slot
-                self.discard(slot)
-            if self._count < self._size:
-                try:
-                    return await self.open()
-                except UidPoolExhausted:
-                    if not self._count:
-                        raise
-                    # Every uid is held, some by slots of ours: wait for one of them.
-            await self._changed.wait()
+            for i in range(len(self._idle) - 1, -1, -1):
+                if self._idle[i].rlimits == rlimits:
+                    slot = self._idle.pop(i)
+                    if slot.alive:
+                        return slot
+                    self.discard(slot)
+                    break
+            else:
+                if self._count >= self._size and self._idle:
+                    self.discard(self._idle.pop(0))
+                if self._count < self._size:
+                    try:
+                        return await self.open(rlimits)
+                    except UidPoolExhausted:
+                        if not self._count:
+                            raise
+                        # Every uid is held, some by slots of ours: wait for one.
+                await self._changed.wait()
 
-    async def open(self) -> Slot:
+    async def open(self, rlimits: Rlimits) -> Slot:
         """Build one more slot (counted from the start, so ``take`` waits for it)."""
         self._count += 1
         try:
-            return await self._opener()
+            return await self._opener(rlimits)
         except BaseException:
             self._count -= 1
             self._notify()
             raise
 
-    async def prestart(self) -> None:
+    async def prestart(self, rlimits: Rlimits) -> None:
         """Build a slot ahead of demand and park it."""
         if self._count >= self._size or self._closed:
             return
-        slot = await self.open()
+        slot = await self.open(rlimits)
         if slot.failure is not None:
             self.discard(slot)
         else:

@@ -28,6 +28,7 @@ from rustbox._sandbox._spec import (
     DEFAULT_READONLY_BINDS,
     BaseTree,
     ProxyReport,
+    Rlimits,
     RunSpec,
     cgroup_name,
     pack,
@@ -277,17 +278,17 @@ class Supervisor:
     async def _prestart(self) -> None:
         assert self._pool is not None
         try:
-            await self._pool.prestart()
+            await self._pool.prestart(Limits().rlimits())
         except UidPoolExhausted:
             pass  # a small pool: runs wait for the slots that exist
         except RustboxError as exc:  # a run that needs the slot will report it
             self.logger.warning("could not build a slot ahead of demand", error=str(exc))
 
-    async def _open_slot(self) -> Slot:
+    async def _open_slot(self, rlimits: Rlimits) -> Slot:
         lease = await self._acquire_uid()
         try:
             launcher = await self._ensure_launcher()
-            slot = await open_slot(launcher.fork_slot, lease, SETUP_DEADLINE, self._retire)
+            slot = await open_slot(launcher.fork_slot, lease, rlimits, SETUP_DEADLINE, self._retire)
         except BaseException:
             lease.release()
             raise
@@ -402,7 +403,7 @@ class Supervisor:
             for _attempt in range(_ATTEMPTS):
                 if not self._open:
                     raise RustboxError("the Supervisor was closed while this run waited for a slot")
-                slot = await self._pool.take()
+                slot = await self._pool.take(limits.rlimits())
                 spec = RunSpec(
                     run_id=run_id,
                     argv=argv,

@@ -15,6 +15,7 @@ from rustbox._sys._caps import (
     drop_bounding_set,
 )
 from rustbox._sys._fds import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, close_range
+from rustbox._sys._ipc import SysvIpc
 from rustbox._sys._libc import SYS, check, libc, raw_syscall
 from rustbox._sys._mount import (
     MNT_DETACH,
@@ -124,6 +125,7 @@ __all__ = [
     "SYS",
     "CapSets",
     "SeccompPolicy",
+    "SysvIpc",
     "build_filter",
     "cap_last_cap",
     "capget",

@@ -385,13 +385,14 @@ async def test_isolation_seen_from_inside(monkeypatch: pytest.MonkeyPatch) -> No
         for path in toolchains & set(mounts):
             assert {"ro", "nosuid", "nodev"} <= set(mounts[path]["opts"]), path
 
-        # /proc: a new PID namespace (payload is PID 2 under the proxy, PID 1),
+        # /proc: a new PID namespace (payload is PID 2; the proxy is PID 1),
         # hidepid=invisible hides the root-owned proxy, and only our own pids
         # are listed. The host test process's pid is not there. A child we
-        # start does appear, so the listing is live.
+        # start does appear, so the listing is live. The payload's parent, the
+        # spawner, is outside the namespace, so getppid() says 0.
         assert {"hidepid=invisible", "subset=pid"} <= set(mounts["/proc"]["super"])
         assert facts["pid"] == 2
-        assert facts["ppid"] == 1
+        assert facts["ppid"] == 0
         assert facts["proc_pids"] == ["2"]
         assert facts["proc1_visible"] is False
         assert facts["host_pid_visible"] is False
@@ -470,7 +471,7 @@ async def test_configured_limits_and_exact_env() -> None:
         assert rl["STACK"] == [24 * MiB, 24 * MiB]
         assert rl["CORE"] == [0, 0]
         assert rl["MEMLOCK"] == [0, 0]
-        assert rl["CPU"][0] == math.ceil(3.5) + 1
+        assert rl["CPU"][0] == math.ceil(3.5) + 2  # +1 rounding, +1 the spawner's own cpu
         assert rl["CPU"][0] <= rl["CPU"][1] != -1  # a finite hard backstop
         assert rl["NPROC"] == [13, 13]
         assert rl["AS"] == [900 * MiB, 900 * MiB]
@@ -480,7 +481,7 @@ async def test_configured_limits_and_exact_env() -> None:
             assert "size=4096k" in mounts[scratch]["super"], scratch
     with showing(default_facts):
         assert default_facts["rlimits"]["AS"] == [-1, -1]
-        assert default_facts["rlimits"]["CPU"][0] == math.ceil(2.0) + 1
+        assert default_facts["rlimits"]["CPU"][0] == math.ceil(2.0) + 2
         assert default_facts["rlimits"]["NPROC"] == [17, 17]
         assert default_facts["environ"] == DEFAULT_ENV
 

@@ -95,9 +95,10 @@ async def test_nothing_of_a_run_reaches_the_next_in_the_same_slot() -> None:
 async def test_a_killed_run_leaves_the_slot_clean_too() -> None:
     """A run killed for its limits (cpu) leaves nothing behind either."""
     killer = LEAVER.replace('print(json.dumps(facts), flush=True)', "while True: pass")
+    limits = rustbox.Limits(cpu_time=0.5, processes=8)  # one slot serves one set of rlimits
     async with rustbox.Supervisor(max_concurrency=1) as sv:
-        killed = await sv.run(PY, files=_files(killer), limits=rustbox.Limits(cpu_time=0.5))
-        found = await sv.run(PY, files=_files(FINDER), limits=rustbox.Limits(processes=8))
+        killed = await sv.run(PY, files=_files(killer), limits=limits)
+        found = await sv.run(PY, files=_files(FINDER), limits=limits)
     assert killed.status is rustbox.Status.TLE and killed.tle == "cpu", killed
     assert found.status is rustbox.Status.OK, (found, found.stderr)
     assert killed.evidence.uid == found.evidence.uid

@@ -7,62 +7,58 @@ import os
 import pytest
 from mypy import api as mypy_api
 
-from rustbox import _sys
 from rustbox._errors import SandboxSetupError
 from rustbox._limits import Limits
 from rustbox._sandbox import _chain
-from rustbox._sandbox._spec import RunSpec
+from rustbox._sandbox._spec import RunSpec, SpawnOrder
 
 HEADER = """\
-from rustbox._host import Cgroup
-from rustbox._sandbox._chain import enter_namespaces
-from rustbox._sandbox._spec import BaseTree, RunSpec
+from rustbox._sandbox._chain import enter_namespaces, join_slot
+from rustbox._sandbox._spec import BaseTree, Rlimits, RunSpec, SpawnOrder
 """
 
 GOOD = """
-sealed = enter_namespaces().make_mounts_private().build_root(base, 1000, 1000).seal()
-run = sealed.stage_run(spec)  # in the proxy, per run
-attached = run.attach_cgroup(cgroup)  # in its forked child
-credentialed = attached.apply_hygiene([0, 1, 2], 3).drop_credentials()
-filtered = credentialed.lock_privileges().install_seccomp(b"")
-filtered.exec(lambda timings, controls: None)
-sealed = run.clear()  # back in the proxy, after the run
+rooted = enter_namespaces().make_mounts_private().build_root(base, 1000, 1000)
+run = rooted.stage_run(spec)  # the proxy, per run
+rooted = run.clear()  # the proxy, after the run
+spawner = join_slot(3).lock().limit(rlimits).install_seccomp(b"")  # the spawner, per slot
+hygienic = spawner.attach_cgroup(order, [4]).apply_hygiene(rlimits)  # per run
+spawned = hygienic.take_credentials().spawn([0, 1, 2])
+spawner = spawned.restore([5])
 """
 
-_SEALED = "enter_namespaces().make_mounts_private().build_root(base, 1000, 1000).seal()"
-_RUN = f"{_SEALED}.stage_run(spec)"
+_SPAWNER = 'join_slot(3).lock().limit(rlimits).install_seccomp(b"")'
 
 MISORDERED = {
     "root before private mounts": """
 enter_namespaces().build_root(base, 1000, 1000)
 """,
-    "seal before the root": """
-enter_namespaces().make_mounts_private().seal()
+    "a run before the root": """
+enter_namespaces().make_mounts_private().stage_run(spec)
 """,
-    "run before the seal": """
-enter_namespaces().make_mounts_private().build_root(base, 1000, 1000).stage_run(spec)
+    "rlimits before the lock": """
+join_slot(3).limit(rlimits)
 """,
-    "payload before its run root": f"""
-{_SEALED}.attach_cgroup(cgroup)
+    "seccomp before the rlimits": """
+join_slot(3).lock().install_seccomp(b"")
+""",
+    "a run before seccomp": """
+join_slot(3).lock().limit(rlimits).attach_cgroup(order, [4])
 """,
     "hygiene before the cgroup": f"""
-{_RUN}.apply_hygiene([0, 1, 2], 3)
+{_SPAWNER}.apply_hygiene(rlimits)
 """,
     "credentials before hygiene": f"""
-{_RUN}.attach_cgroup(cgroup).drop_credentials()
+{_SPAWNER}.attach_cgroup(order, [4]).take_credentials()
 """,
-    "seccomp before the privilege check": f"""
-{_RUN}.attach_cgroup(cgroup).apply_hygiene([0, 1, 2], 3).drop_credentials().install_seccomp(b"")
+    "spawn before the credentials": f"""
+{_SPAWNER}.attach_cgroup(order, [4]).apply_hygiene(rlimits).spawn([0, 1, 2])
 """,
-    "exec before seccomp": f"""
-attached = {_RUN}.attach_cgroup(cgroup)
-attached.apply_hygiene([0, 1, 2], 3).drop_credentials().lock_privileges().exec(lambda t, c: None)
+    "spawn straight from the cgroup": f"""
+{_SPAWNER}.attach_cgroup(order, [4]).spawn([0, 1, 2])
 """,
-    "exec straight from the run root": f"""
-{_RUN}.exec(lambda timings, controls: None)
-""",
-    "exec right after the cgroup": f"""
-{_RUN}.attach_cgroup(cgroup).exec(lambda timings, controls: None)
+    "the proxy spawning": """
+enter_namespaces().make_mounts_private().build_root(base, 1000, 1000).stage_run(spec).spawn([0])
 """,
 }
 
@@ -76,7 +72,8 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
         lines += [
             "",
             "",
-            f"def snippet_{len(spans)}(spec: RunSpec, base: BaseTree, cgroup: Cgroup) -> None:",
+            f"def snippet_{len(spans)}(spec: RunSpec, base: BaseTree, order: SpawnOrder, "
+            "rlimits: Rlimits) -> None:",
         ]
         start = len(lines) + 1
         lines += ["    " + line for line in body.strip().splitlines()]
@@ -119,7 +116,9 @@ def test_stages_cannot_be_built_directly() -> None:
 def test_stages_must_come_in_order() -> None:
     _chain.reset_progress()
     with pytest.raises(SandboxSetupError, match="out of order"):
-        _chain.Sealed(_chain._TOKEN, _chain.Timings(), [])
+        _chain.Rooted(_chain._TOKEN, _chain.Timings(), [])
+    with pytest.raises(SandboxSetupError, match="out of order"):
+        _chain.Limited(_chain._TOKEN, _chain.Timings(), [])
 
 
 def test_namespaces_only_as_pid_1() -> None:
@@ -130,15 +129,15 @@ def test_namespaces_only_as_pid_1() -> None:
 
 def test_a_stage_advances_once() -> None:
     _chain.reset_progress()
-    _chain._Progress.stage = _chain.PrivateMounts  # as if the chain had reached it
-    stage = _chain.Rooted(_chain._TOKEN, _chain.Timings(), [])
-    stage._spent = True  # as after seal(); calling it again must do nothing
+    _chain._Progress.stage = _chain.Joined  # as if the chain had reached it
+    stage = _chain.Locked(_chain._TOKEN, _chain.Timings(), [])
+    stage._spent = True  # as after limit(); calling it again must do nothing
     with pytest.raises(SandboxSetupError, match="already advanced"):
-        stage.seal()
+        stage.limit(())
     stage._spent = False
-    _chain._Progress.stage = _chain.Sealed  # the chain moved on without this object
+    _chain._Progress.stage = _chain.Limited  # the chain moved on without this object
     with pytest.raises(SandboxSetupError, match="moved on"):
-        stage.seal()
+        stage.limit(())
     _chain.reset_progress()
 
 
@@ -156,56 +155,32 @@ def _spec() -> RunSpec:
     )
 
 
-def test_a_sealed_slot_takes_one_run_at_a_time() -> None:
-    """stage_run() twice without clear() in between is refused before any mount."""
+def test_a_slot_takes_one_run_at_a_time() -> None:
+    """stage_run() twice without clear(), or attach_cgroup() twice without restore(),
+    is refused before any effect."""
     _chain.reset_progress()
-    _chain._Progress.stage = _chain.Rooted
-    sealed = _chain.Sealed(_chain._TOKEN, _chain.Timings(), [])
-    sealed._spent = True  # as after a first stage_run()
+    _chain._Progress.stage = _chain.PrivateMounts
+    rooted = _chain.Rooted(_chain._TOKEN, _chain.Timings(), [])
+    rooted._spent = True  # as after a first stage_run()
     with pytest.raises(SandboxSetupError, match="already advanced"):
-        sealed.stage_run(_spec())
+        rooted.stage_run(_spec())
+    _chain._Progress.stage = _chain.Limited
+    spawner = _chain.Spawner(_chain._TOKEN, _chain.Timings(), [])
+    spawner._spent = True  # as after a first attach_cgroup()
+    order = SpawnOrder.of(_spec())
+    with pytest.raises(SandboxSetupError, match="already advanced"):
+        spawner.attach_cgroup(order, [])
     _chain.reset_progress()
 
 
-def test_only_the_proxy_clears_a_run() -> None:
+def test_hygiene_refuses_a_run_with_other_rlimits() -> None:
+    """A slot's spawner carries one set of rlimits; a run with others is refused."""
     _chain.reset_progress()
-    _chain._Progress.stage = _chain.Sealed
-    run = _chain.RunRooted(_chain._TOKEN, _chain.Timings(), [], _spec())
-    if os.getpid() == 1:
-        pytest.skip("running as PID 1")
-    with pytest.raises(SandboxSetupError, match="only the proxy"):
-        run.clear()
+    _chain._Progress.stage = _chain.Limited
+    spawner = _chain.Spawner(_chain._TOKEN, _chain.Timings(), [])
+    order = SpawnOrder.of(_spec())
+    in_cgroup = spawner.attach_cgroup(order, [])  # no fds: joins nothing
+    other = Limits(open_files=99).rlimits()
+    with pytest.raises(SandboxSetupError, match="not this slot's"):
+        in_cgroup.apply_hygiene(other)
     _chain.reset_progress()
-
-
-def test_the_proxy_cannot_become_the_payload() -> None:
-    """attach_cgroup() refuses to run in PID 1 (checked after the guard, before any effect).
-
-    Checked for real: a grandchild is PID 1 of a fresh PID namespace.
-    """
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a PID namespace")
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            _sys.unshare(_sys.CLONE_NEWPID)
-            inner = os.fork()
-            if inner == 0:
-                ok = 1
-                try:
-                    _chain.reset_progress()
-                    _chain._Progress.stage = _chain.Sealed
-                    run = _chain.RunRooted(_chain._TOKEN, _chain.Timings(), [], _spec())
-                    try:
-                        run.attach_cgroup(None)  # type: ignore[arg-type]
-                    except SandboxSetupError as exc:
-                        ok = 0 if "cannot become the payload" in str(exc) else 1
-                finally:
-                    os._exit(ok)
-            _, status = os.waitpid(inner, 0)
-            code = os.waitstatus_to_exitcode(status)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
