@@ -461,7 +461,8 @@ class Cgroup:
             return
         self._check_open()
         deadline = time.monotonic() + timeout
-        self._kill(deadline)
+        if not self.is_empty():
+            self._kill(deadline)
         for d in self._dirs:
             while True:
                 try:

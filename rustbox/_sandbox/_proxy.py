@@ -33,6 +33,7 @@ from rustbox._host import Cgroup, CgroupLimits, CgroupParents, CgroupStats
 from rustbox._sandbox import _chain
 from rustbox._sandbox._spec import (
     BaseTree,
+    Captured,
     ProxyReport,
     RunSpec,
     SpawnOrder,
@@ -48,8 +49,8 @@ _POLL_MAX = 1.0
 _POLL_MIN = 0.005
 _NCPU = os.cpu_count() or 1
 _RECV_MAX = 1 << 16
-#: A run's fds: spec memfd (or none when inline), stdin, stdout, stderr.
-_STDIO = 3
+#: A run's fds: spec memfd (or none when inline), stdin.
+_STDIO = 1
 
 
 def _send(channel: socket.socket, data: bytes, fds: list[int]) -> None:
@@ -144,8 +145,48 @@ class _Exit:
         _, self.status, self.utime, self.stime, self.maxrss = message
 
 
-def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket) -> _Exit:
-    """Wait for the payload while enforcing cpu and wall time."""
+class _Output:
+    """One output pipe of the run, drained by the proxy, capped."""
+
+    def __init__(self, name: str, fd: int, cap: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.seen = 0
+        self.eof = False
+
+    def read(self, run: _Run) -> None:
+        """Take what is there (the fd is non-blocking); past the cap, kill the run."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.eof = True
+                return
+            self.seen += len(chunk)
+            room = self.cap - self.size
+            if room > 0:
+                kept = chunk[:room]
+                self.chunks.append(kept)
+                self.size += len(kept)
+            if self.seen > self.cap and run.kill_reason is None:
+                run.kill_all("output", f"{self.name} exceeded {self.cap} bytes")
+
+    def finish(self, run: _Run) -> Captured:
+        """Read to end of file: every writer is dead by now."""
+        os.set_blocking(self.fd, True)
+        while not self.eof:
+            self.read(run)
+        os.close(self.fd)
+        return Captured(b"".join(self.chunks), self.seen, self.eof)
+
+
+def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket, outputs: list[_Output]) -> _Exit:
+    """Wait for the payload while enforcing cpu and wall time and the output caps."""
     limits = run.spec.limits
     cpu_limit_ns = int(limits.cpu_time * 1e9)
     deadline = run.started + limits.wall_time
@@ -153,6 +194,9 @@ def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket) -> _Exit:
     poller = select.poll()
     poller.register(spawner.fileno(), select.POLLIN)
     poller.register(run.channel.fileno(), select.POLLIN)
+    by_fd = {output.fd: output for output in outputs}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
     while True:
         used = cgroup.cpu_usage_ns()
         now = time.monotonic()
@@ -165,7 +209,13 @@ def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket) -> _Exit:
         interval = (cpu_limit_ns - used) / 1e9 / parallel
         timeout = max(_POLL_MIN, min(_POLL_MAX, interval, deadline - now))
         for fd, _ in poller.poll(timeout * 1000):
-            if fd == spawner.fileno():
+            if fd in by_fd:
+                output = by_fd[fd]
+                output.read(run)
+                if output.eof:
+                    poller.unregister(fd)
+                    del by_fd[fd]
+            elif fd == spawner.fileno():
                 data = spawner.recv(_RECV_MAX)
                 if not data:
                     raise SandboxSetupError("spawner", "the spawner died during the run")
@@ -173,13 +223,14 @@ def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket) -> _Exit:
                 if message[0] != "exited":
                     raise SandboxSetupError("spawner", f"unexpected message {message[0]!r}")
                 return _Exit(message)
-            try:
-                data = run.channel.recv(_RECV_MAX)
-            except ConnectionResetError:
-                data = b""
-            run.handle(data)
-            if run.supervisor_gone:
-                poller.unregister(run.channel.fileno())
+            else:
+                try:
+                    data = run.channel.recv(_RECV_MAX)
+                except ConnectionResetError:
+                    data = b""
+                run.handle(data)
+                if run.supervisor_gone:
+                    poller.unregister(run.channel.fileno())
 
 
 def _spawner_says(spawner: socket.socket) -> tuple[Any, ...]:
@@ -305,6 +356,8 @@ class _Slot:
             try:
                 if isinstance(item, Cgroup):
                     item.remove()
+                elif isinstance(item, _Output):
+                    os.close(item.fd)  # the run failed before its output was read
                 else:
                     self.rooted = item.clear()
             except Exception:
@@ -338,12 +391,21 @@ class _Slot:
         )
         cleanup.append(cgroup)
         procs = cgroup.procs_fds()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        outputs = [
+            _Output("stdout", out_r, spec.limits.stdout_max),
+            _Output("stderr", err_r, spec.limits.stderr_max),
+        ]
+        cleanup.extend(outputs)
+        for output in outputs:
+            os.set_blocking(output.fd, False)
         t2 = time.perf_counter()
         try:
             order = pickle.dumps(("spawn", SpawnOrder.of(spec)))
-            socket.send_fds(self.spawner, [order], [*stdio, *procs])
+            socket.send_fds(self.spawner, [order], [*stdio, out_w, err_w, *procs])
         finally:
-            for fd in [*stdio, *procs]:
+            for fd in [*stdio, out_w, err_w, *procs]:
                 os.close(fd)
             stdio.clear()
         message = _spawner_says(self.spawner)
@@ -365,9 +427,8 @@ class _Slot:
             raise SandboxSetupError(str(message[1]), str(message[2]))
         setup += list(message[1])
         controls += list(message[2])
-        channel.send(pickle.dumps(("started", spec.run_id)))
         try:
-            ended = _supervise(run, cgroup, self.spawner)
+            ended = _supervise(run, cgroup, self.spawner, outputs)
         finally:
             wall = time.monotonic() - run.started
             try:
@@ -380,6 +441,9 @@ class _Slot:
         if stats is not None and stats.pids_peak is not None:
             stats = attrs.evolve(stats, pids_peak=max(0, stats.pids_peak - 1))  # the spawner
         files, missing = _collect(spec.collect, spec.limits.box_size)
+        stdout, stderr = (output.finish(run) for output in outputs)
+        for output in outputs:
+            cleanup.remove(output)
         return ProxyReport(
             error_stage=None,
             error=None,
@@ -395,6 +459,8 @@ class _Slot:
             files=tuple(files),
             missing_files=tuple(missing),
             controls=tuple(controls),
+            stdout=stdout,
+            stderr=stderr,
         )
 
 

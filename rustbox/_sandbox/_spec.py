@@ -69,6 +69,15 @@ class RunSpec:
 
 
 @attrs.frozen
+class Captured:
+    """One output stream as the proxy captured it."""
+
+    data: bytes  #: at most the cap
+    seen: int  #: bytes the program wrote (more than ``data`` when over the cap)
+    eof: bool  #: read to end of file
+
+
+@attrs.frozen
 class SpawnOrder:
     """What the spawner needs of a run (the proxy sends it with the run's stdio)."""
 
@@ -103,6 +112,8 @@ class ProxyReport:
     files: tuple[tuple[str, bytes], ...]
     missing_files: tuple[str, ...]
     controls: tuple[str, ...]
+    stdout: Captured = attrs.field(factory=lambda: Captured(b"", 0, False))
+    stderr: Captured = attrs.field(factory=lambda: Captured(b"", 0, False))
 
     @classmethod
     def failed(cls, stage: str, detail: str) -> ProxyReport:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import pickle
 import re
 import socket
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -27,6 +25,7 @@ from rustbox._result import Action, Result, StreamReport
 from rustbox._sandbox._spec import (
     DEFAULT_READONLY_BINDS,
     BaseTree,
+    Captured,
     ProxyReport,
     Rlimits,
     RunSpec,
@@ -63,29 +62,6 @@ def _default_logger() -> Any:
         wrapper_class=structlog.stdlib.BoundLogger,
         processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
     )
-
-
-class _Stream:
-    """One captured output pipe."""
-
-    def __init__(self, name: str, fd: int, cap: int) -> None:
-        self.name = name
-        self.fd = fd
-        self.cap = cap
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.seen = 0
-        self.eof = False
-        self.kill_requested = False
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.chunks)
-
-    def report(self) -> StreamReport:
-        return StreamReport(
-            bytes=self.size, cap=self.cap, truncated=self.seen > self.cap, complete=self.eof
-        )
 
 
 class _Retired(Exception):
@@ -146,6 +122,7 @@ class Supervisor:
     _open: bool = attrs.field(default=False, init=False)
     _background: anyio.abc.TaskGroup | None = attrs.field(default=None, init=False)
     _releasing: int = attrs.field(default=0, init=False)
+    _devnull: int = attrs.field(default=-1, init=False)
     _released: anyio.Event = attrs.field(factory=anyio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -224,6 +201,9 @@ class Supervisor:
                 if self._launcher is not None:
                     await self._launcher.aclose()
                     self._launcher = None
+            if self._devnull >= 0:
+                os.close(self._devnull)
+                self._devnull = -1
 
     def sweep(self) -> list[str]:
         """Remove cgroups that crashed supervisors left behind; returns their names.
@@ -398,7 +378,7 @@ class Supervisor:
         _inputs.check_cwd(cwd, file_specs, self.readonly_binds)
         _inputs.check_command(argv, env_items, file_specs, self.readonly_binds, cwd)
         assert self._limiter is not None and self._pool is not None
-        run_id = uuid.uuid4().hex[:16]
+        run_id = os.urandom(8).hex()
         async with self._limiter:
             for _attempt in range(_ATTEMPTS):
                 if not self._open:
@@ -418,7 +398,7 @@ class Supervisor:
                 if slot.failure is not None:
                     self._pool.discard(slot)
                     report = ProxyReport.failed(*slot.failure)
-                    return self._result(spec, report, [], _RunState(slot, run_id))
+                    return self._result(spec, report, _RunState(slot, run_id))
                 try:
                     return await self._run(slot, spec, data)
                 except _Retired:
@@ -427,54 +407,35 @@ class Supervisor:
 
     async def _run(self, slot: Slot, spec: RunSpec, stdin: bytes) -> Result:
         assert self._pool is not None
-        log = self.logger.bind(run_id=spec.run_id, uid=spec.uid)
         state = _RunState(slot, spec.run_id)
-        owned: list[int] = []
         self._active.add(state)
         try:
-            payload, message_fds = pack(("run", spec.run_id), spec)
-            child_fds = [*message_fds, _stdin_fd(stdin)]
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            owned += [out_r, err_r]
-            child_fds += [out_w, err_w]
-            for fd in (out_r, err_r):
-                os.set_blocking(fd, False)
-            streams = [
-                _Stream("stdout", out_r, spec.limits.stdout_max),
-                _Stream("stderr", err_r, spec.limits.stderr_max),
-            ]
+            payload, fds = pack(("run", spec.run_id), spec)
+            fds.append(self._stdin_fd(stdin))
             try:
-                socket.send_fds(slot.channel, [payload], child_fds)
+                socket.send_fds(slot.channel, [payload], fds)
             except OSError as exc:  # EPIPE: the proxy is retiring and reads no more
                 raise _Retired() from exc
             finally:
-                for fd in child_fds:
+                for fd in fds:
                     os.close(fd)
-            failure: RustboxError | None = None
-            async with anyio.create_task_group() as tg:
-                for stream in streams:
-                    tg.start_soon(self._drain, stream, state)
-                try:
-                    await self._follow(state, spec)
-                except RustboxError as exc:  # raised as itself, not in an ExceptionGroup
-                    failure = exc
-                    tg.cancel_scope.cancel()
-            if failure is not None:
-                raise failure
+            await self._follow(state, spec)
             report = state.report
             assert report is not None
-            result = self._result(spec, report, streams, state)
-            log.debug(
-                "finished", status=result.status.value, cpu=result.cpu_time, wall=result.wall_time
-            )
+            result = self._result(spec, report, state)
+            if _debug_enabled(self.logger):
+                self.logger.debug(
+                    "finished",
+                    run_id=spec.run_id,
+                    uid=spec.uid,
+                    status=result.status.value,
+                    cpu=result.cpu_time,
+                    wall=result.wall_time,
+                )
             return result
         finally:
             self._active.discard(state)
             self._notify_released()
-            for fd in owned:
-                anyio.notify_closing(fd)
-                os.close(fd)
             if state.report is None:
                 # Cancelled or failed: the slot's proxy dies with whatever it ran,
                 # and the call returns only once all of it is gone.
@@ -483,10 +444,8 @@ class Supervisor:
                 with anyio.CancelScope(shield=True):
                     self._releasing += 1
                     await self._release(slot)
-            elif state.proxy_killed:
-                self._pool.discard(slot)
-            elif state.report.error_stage is not None:
-                self._pool.discard(slot)  # the proxy retires after a failed set-up
+            elif state.proxy_killed or state.report.error_stage is not None:
+                self._pool.discard(slot)  # a proxy retires after a failed set-up
             else:
                 slot.runs += 1
                 if slot.runs >= self.runs_per_slot:
@@ -494,18 +453,24 @@ class Supervisor:
                 else:
                     self._pool.give_back(slot)
 
-    def _result(
-        self, spec: RunSpec, report: ProxyReport, streams: list[_Stream], state: _RunState
-    ) -> Result:
+    def _stdin_fd(self, data: bytes) -> int:
+        """Empty stdin is /dev/null (one fd kept open, duplicated per run)."""
+        if data:
+            return _stdin_fd(data)
+        if self._devnull < 0:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return os.dup(self._devnull)
+
+    def _result(self, spec: RunSpec, report: ProxyReport, state: _RunState) -> Result:
         assert self._cgroups is not None
-        out, err = streams if streams else (_Stream("stdout", -1, 0), _Stream("stderr", -1, 0))
+        limits = spec.limits
         return build_result(
             report,
-            limits=spec.limits,
-            stdout=out.data,
-            stderr=err.data,
-            stdout_report=out.report(),
-            stderr_report=err.report(),
+            limits=limits,
+            stdout=report.stdout.data,
+            stderr=report.stderr.data,
+            stdout_report=_stream_report(report.stdout, limits.stdout_max),
+            stderr_report=_stream_report(report.stderr, limits.stderr_max),
             supervisor_actions=state.actions,
             cgroup_version=self._cgroups.version,
             uid=spec.uid,
@@ -513,18 +478,17 @@ class Supervisor:
         )
 
     async def _follow(self, state: _RunState, spec: RunSpec) -> None:
-        """Read the slot's channel until the run's report, killing the proxy past
-        the backstop."""
+        """Wait for the run's report on the slot's channel, killing the proxy past
+        the backstop (set-up allowance + wall limit + grace)."""
         channel = state.slot.channel
-        deadline = time.monotonic() + SETUP_DEADLINE
+        deadline = time.monotonic() + SETUP_DEADLINE + spec.limits.wall_time + BACKSTOP_GRACE
         while state.report is None:
             with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope:
                 message, fds = await receive(channel)
             if scope.cancelled_caught:
                 if state.proxy_killed:
                     raise RustboxError("the sandbox proxy neither reported nor exited in time")
-                why = "setup deadline" if state.started_at is None else "wall backstop"
-                state.kill_slot(f"proxy unresponsive ({why})")
+                state.kill_slot("proxy unresponsive (wall backstop)")
                 deadline = time.monotonic() + 5.0
                 continue
             if not message:
@@ -534,49 +498,39 @@ class Supervisor:
                 state.proxy_killed = True
                 state.report = ProxyReport.failed("proxy", f"the proxy {why} without a report")
                 return
-            kind = message[0]
             if message[1] != spec.run_id:
                 for fd in fds:
                     os.close(fd)
                 continue
-            if kind == "started":
-                state.started_at = time.monotonic()
-                deadline = state.started_at + spec.limits.wall_time + BACKSTOP_GRACE
-            elif kind == "done":
+            if message[0] == "done":
                 inline = message[2]
                 assert inline is None or isinstance(inline, bytes)
                 report = unpack(inline, fds)
                 assert isinstance(report, ProxyReport)
                 state.report = report
-            elif kind == "retired":
+            elif message[0] == "retired":
                 raise _Retired()
             for fd in fds:
                 os.close(fd)
 
-    async def _drain(self, stream: _Stream, state: _RunState) -> None:
-        while True:
-            await anyio.wait_readable(stream.fd)
+
+def _stream_report(captured: Captured, cap: int) -> StreamReport:
+    return StreamReport(
+        bytes=len(captured.data), cap=cap, truncated=captured.seen > cap, complete=captured.eof
+    )
+
+
+def _debug_enabled(logger: Any) -> bool:
+    """Whether debug events would be emitted, so the per-run one costs nothing when
+    they would not (structlog runs its processors before the level check)."""
+    for name in ("is_enabled_for", "isEnabledFor"):
+        check = getattr(logger, name, None)
+        if check is not None:
             try:
-                chunk = os.read(stream.fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                stream.eof = True
-                return
-            stream.seen += len(chunk)
-            room = stream.cap - stream.size
-            if room > 0:
-                kept = chunk[:room]
-                stream.chunks.append(kept)
-                stream.size += len(kept)
-            if stream.seen > stream.cap and not stream.kill_requested:
-                stream.kill_requested = True
-                reason = f"{stream.name} exceeded {stream.cap} bytes"
-                state.act("ask proxy to kill", reason)
-                try:
-                    state.slot.channel.send(pickle.dumps(("kill", state.run_id, "output", reason)))
-                except OSError:
-                    pass
+                return bool(check(logging.DEBUG))
+            except Exception:
+                break
+    return True  # a logger we cannot ask: keep its events
 
 
 def _stdin_fd(data: bytes) -> int:
