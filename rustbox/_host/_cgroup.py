@@ -555,6 +555,7 @@ class CgroupTree:
         mount_root: str = "/sys/fs/cgroup",
         parent: str = "rustbox",
         *,
+        freezer: bool = True,
         _require: Iterable[str] = _V2_CONTROLLERS,
         _meminfo: str = "/proc/meminfo",
     ) -> CgroupTree:
@@ -564,6 +565,9 @@ class CgroupTree:
         /proc/mounts, so a fake tree in a tmp dir works. ``_require`` is for
         tests only: naming fewer controllers than memory and pids makes a
         weaker tree (used on hosts whose v2 mount has no controllers).
+        ``freezer=False`` leaves a v1 freezer hierarchy out (one directory
+        less per group): for holders that kill by other means, like a proxy
+        that is PID 1 of its run's PID namespace.
         """
         parts = Path(parent).parts
         if not parts or Path(parent).is_absolute():
@@ -574,7 +578,7 @@ class CgroupTree:
         require = frozenset(_require)
         if (root / "cgroup.controllers").is_file():
             return cls._detect_v2(root, parent, require, _meminfo)
-        return cls._detect_v1(root, parent, require, _meminfo)
+        return cls._detect_v1(root, parent, require, _meminfo, freezer)
 
     @classmethod
     def _detect_v2(
@@ -604,7 +608,7 @@ class CgroupTree:
 
     @classmethod
     def _detect_v1(
-        cls, root: Path, parent: str, require: frozenset[str], meminfo: str
+        cls, root: Path, parent: str, require: frozenset[str], meminfo: str, freezer: bool
     ) -> CgroupTree:
         missing: list[str] = []
         found: list[tuple[str, Path]] = []
@@ -622,7 +626,7 @@ class CgroupTree:
             )
         else:
             found.append(("cpuacct", cpuacct))
-        if (root / "freezer" / "cgroup.procs").is_file():
+        if freezer and (root / "freezer" / "cgroup.procs").is_file():
             found.append(("freezer", root / "freezer"))
         if missing:
             raise HostUnsupported(missing)

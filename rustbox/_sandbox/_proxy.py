@@ -142,7 +142,7 @@ class _Exit:
     """The payload's end, as the spawner (its parent) reaped it."""
 
     def __init__(self, message: tuple[Any, ...]) -> None:
-        _, self.status, self.utime, self.stime, self.maxrss = message
+        _, self.status, self.utime, self.stime, self.maxrss, self.setup, self.controls = message
 
 
 class _Output:
@@ -220,6 +220,8 @@ def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket, outputs: list[
                 if not data:
                     raise SandboxSetupError("spawner", "the spawner died during the run")
                 message = pickle.loads(data)
+                if message[0] == "error":  # the program could not be started
+                    raise SandboxSetupError(str(message[1]), str(message[2]))
                 if message[0] != "exited":
                     raise SandboxSetupError("spawner", f"unexpected message {message[0]!r}")
                 return _Exit(message)
@@ -408,25 +410,7 @@ class _Slot:
             for fd in [*stdio, out_w, err_w, *procs]:
                 os.close(fd)
             stdio.clear()
-        message = _spawner_says(self.spawner)
         run.started = time.monotonic()
-        setup = [
-            *self.slot_setup,
-            ("run_root", round((t1 - t0) * 1000, 3)),
-            ("cgroup_create", round((t2 - t1) * 1000, 3)),
-        ]
-        limits = spec.limits
-        controls = [
-            *self.slot_controls,
-            *run_root.controls,
-            f"cgroup v{cgroup.version}: memory={limits.memory} swap=0 pids={limits.processes} "
-            "(the cgroup's pids.max is one more: the spawner is in it while the run lasts), "
-            "cpu time enforced by polling",
-        ]
-        if message[0] != "spawned":
-            raise SandboxSetupError(str(message[1]), str(message[2]))
-        setup += list(message[1])
-        controls += list(message[2])
         try:
             ended = _supervise(run, cgroup, self.spawner, outputs)
         finally:
@@ -437,6 +421,21 @@ class _Slot:
                 pass
             if not _reap_until_empty(cgroup):
                 raise SandboxSetupError("proxy", "processes of the run survived SIGKILL")
+        limits = spec.limits
+        setup = [
+            *self.slot_setup,
+            ("run_root", round((t1 - t0) * 1000, 3)),
+            ("cgroup_create", round((t2 - t1) * 1000, 3)),
+            *ended.setup,
+        ]
+        controls = [
+            *self.slot_controls,
+            *run_root.controls,
+            f"cgroup v{cgroup.version}: memory={limits.memory} swap=0 pids={limits.processes} "
+            "(the cgroup's pids.max is one more: the spawner is in it while the run lasts), "
+            "cpu time enforced by polling",
+            *ended.controls,
+        ]
         stats: CgroupStats | None = cgroup.stats()
         if stats is not None and stats.pids_peak is not None:
             stats = attrs.evolve(stats, pids_peak=max(0, stats.pids_peak - 1))  # the spawner

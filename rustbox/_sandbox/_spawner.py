@@ -13,8 +13,8 @@ build its root, joins the proxy's namespaces (its PID namespace only for its
 children: the spawner itself stays out of the payloads' sight), locks itself
 and installs the payload's seccomp filter, then serves the proxy: per run it
 receives a :class:`SpawnOrder` with the run's stdio and the run's cgroup
-files, spawns, and reports the pid and, once it has reaped the child, its
-wait status and rusage. Any failure ends the spawner, and with it the slot.
+files, spawns, and once it has reaped the child reports its wait status and
+rusage with the stages' timings and controls. Any failure ends the spawner, and with it the slot.
 """
 
 from __future__ import annotations
@@ -81,13 +81,19 @@ def _serve(
         # counts there for the whole run (pids.max is the limit + 1), so the
         # run's pids figures are exact. On cgroup v2 that is the only hierarchy.
         spawner = spawned.restore([fd for key, fd in home if key not in _STAY])
-        timings = spawned.timings.stages
-        channel.send(pickle.dumps(("spawned", timings, spawned.controls)))
         _, status, rusage = os.wait4(spawned.pid, 0)
         for key, fd in home:
             if key in _STAY:
                 os.write(fd, b"0")
-        report = ("exited", status, rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss)
+        report = (
+            "exited",
+            status,
+            rusage.ru_utime,
+            rusage.ru_stime,
+            rusage.ru_maxrss,
+            spawned.timings.stages,
+            spawned.controls,
+        )
         channel.send(pickle.dumps(report))
         own = resource.getrusage(resource.RUSAGE_SELF)
         if own.ru_utime + own.ru_stime > _OWN_CPU_BUDGET:

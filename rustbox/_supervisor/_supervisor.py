@@ -140,7 +140,9 @@ class Supervisor:
                 "root: rustbox must run as root (euid 0) to build namespaces and cgroups"
             )
         try:
-            self._cgroups = CgroupTree.detect(self.cgroup_mount, self.cgroup_parent)
+            # No freezer: a run's processes are killed by its proxy (kill(-1) as PID 1
+            # of the slot), and a dead proxy takes its whole PID namespace along.
+            self._cgroups = CgroupTree.detect(self.cgroup_mount, self.cgroup_parent, freezer=False)
             self._cgroups.check_swap()
         except HostUnsupported as exc:
             missing.extend(exc.missing)
