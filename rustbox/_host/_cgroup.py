@@ -357,13 +357,19 @@ class Cgroup:
             seen.update(_pids(d.read("cgroup.procs")))
         return sorted(seen)
 
-    def is_empty(self) -> bool:
-        """True when no process is left in any hierarchy (zombies do not count)."""
+    def is_empty(self, hierarchy: str | None = None) -> bool:
+        """True when no process is left in any hierarchy (zombies do not count).
+
+        ``hierarchy`` looks at that one only: enough when every process of the
+        group is known to be in all of them.
+        """
         self._check_open()
         if self.version == 2:
             events = _keyed(self._dir(_UNIFIED).read("cgroup.events"))
             if "populated" in events:
                 return events["populated"] == 0
+        if hierarchy is not None and self.version == 1:
+            return not _pids(self._dir(hierarchy).read("cgroup.procs"))
         return not self._procs()
 
     def _signal_pass(self) -> int:
@@ -451,7 +457,7 @@ class Cgroup:
         self._check_open()
         self._kill(time.monotonic() + _KILL_TIMEOUT)
 
-    def remove(self, timeout: float = 5.0) -> None:
+    def remove(self, timeout: float = 5.0, *, empty: bool = False) -> None:
         """Kill everything, then rmdir the group in every hierarchy and close the fds.
 
         rmdir fails with EBUSY until the kernel has finished every exit, so it
@@ -461,7 +467,7 @@ class Cgroup:
             return
         self._check_open()
         deadline = time.monotonic() + timeout
-        if not self.is_empty():
+        if not empty and not self.is_empty():
             self._kill(deadline)
         for d in self._dirs:
             while True:

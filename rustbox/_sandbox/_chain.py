@@ -52,6 +52,7 @@ docs/security.md.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -402,11 +403,11 @@ _RUN_MOUNTS = ("/box", "/tmp", "/dev/shm")
 def _unmount_run() -> None:
     """Unmount whatever of the run's mounts exists; a busy one is detached."""
     for target in reversed(_RUN_MOUNTS):
-        if not os.path.ismount(target):
-            continue
         try:
             _sys.umount2(target, 0)
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # not mounted (the run failed before it was)
+                continue
             _sys.umount2(target, _sys.MNT_DETACH)
 
 

@@ -121,7 +121,9 @@ def _collect(paths: tuple[str, ...], limit: int) -> tuple[list[tuple[str, bytes]
 
 def _reap_until_empty(cgroup: Cgroup, timeout: float = 5.0) -> bool:
     """Reap orphans (they come to PID 1) until no process of the run is left in
-    its cgroup; False if some survived ``timeout``."""
+    its cgroup; False if some survived ``timeout``. Every process of the run is
+    in every hierarchy (the spawner, in pids only, has left by now), so the
+    memory hierarchy alone tells."""
     deadline = time.monotonic() + timeout
     while True:
         while True:
@@ -131,7 +133,7 @@ def _reap_until_empty(cgroup: Cgroup, timeout: float = 5.0) -> bool:
                 break
             if pid == 0:
                 break
-        if cgroup.is_empty():
+        if cgroup.is_empty("memory" if cgroup.version == 1 else None):
             return True
         if time.monotonic() > deadline:
             return False
@@ -357,7 +359,7 @@ class _Slot:
         for item in reversed(cleanup):
             try:
                 if isinstance(item, Cgroup):
-                    item.remove()
+                    item.remove(empty=healthy)  # a healthy run's group was seen empty
                 elif isinstance(item, _Output):
                     os.close(item.fd)  # the run failed before its output was read
                 else:
