@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -137,13 +138,15 @@ def cwd_path(cwd: str) -> str:
     return cwd
 
 
-def _visible(path: str, binds: Iterable[str]) -> bool:
+@functools.lru_cache(maxsize=64)
+def _real_binds(binds: tuple[str, ...]) -> tuple[str, ...]:
+    """The binds' real paths: resolved once, they are host directories that stay put."""
+    return tuple(os.path.realpath(bind).rstrip("/") for bind in binds)
+
+
+def _visible(path: str, binds: tuple[str, ...]) -> bool:
     real = os.path.realpath(path)
-    for bind in binds:
-        root = os.path.realpath(bind)
-        if real == root or real.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
+    return any(real == root or real.startswith(root + "/") for root in _real_binds(binds))
 
 
 def check_cwd(cwd: str, files: tuple[FileSpec, ...], binds: tuple[str, ...]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import select
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -39,10 +38,6 @@ class Slot:
     #: (stage, detail) when the proxy could not build the slot
     failure: tuple[str, str] | None = None
     runs: int = 0
-
-    @property
-    def alive(self) -> bool:
-        return not select.select([self.pidfd], [], [], 0)[0]
 
     def kill(self) -> None:
         """SIGKILL the proxy: as PID 1 of the slot, it takes every process of it along."""
@@ -175,22 +170,19 @@ class SlotPool:
         while True:
             for i in range(len(self._idle) - 1, -1, -1):
                 if self._idle[i].rlimits == rlimits:
-                    slot = self._idle.pop(i)
-                    if slot.alive:
-                        return slot
-                    self.discard(slot)
-                    break
-            else:
-                if self._count >= self._size and self._idle:
-                    self.discard(self._idle.pop(0))
-                if self._count < self._size:
-                    try:
-                        return await self.open(rlimits)
-                    except UidPoolExhausted:
-                        if not self._count:
-                            raise
-                        # Every uid is held, some by slots of ours: wait for one.
-                await self._changed.wait()
+                    # Not checked for life: a dead proxy refuses the run (EPIPE),
+                    # and the run moves on to another slot.
+                    return self._idle.pop(i)
+            if self._count >= self._size and self._idle:
+                self.discard(self._idle.pop(0))
+            if self._count < self._size:
+                try:
+                    return await self.open(rlimits)
+                except UidPoolExhausted:
+                    if not self._count:
+                        raise
+                    # Every uid is held, some by slots of ours: wait for one.
+            await self._changed.wait()
 
     async def open(self, rlimits: Rlimits) -> Slot:
         """Build one more slot (counted from the start, so ``take`` waits for it)."""

@@ -44,6 +44,7 @@ _SLOT_RE = re.compile(r"^u(\d+)$")
 SETUP_DEADLINE = 20.0
 #: Slack past the wall limit before the supervisor kills an unresponsive proxy.
 BACKSTOP_GRACE = 2.0
+_DEFAULT_LIMITS = Limits()
 #: Slots a run tries when the ones it is handed turn out to be retiring.
 _ATTEMPTS = 3
 
@@ -260,7 +261,7 @@ class Supervisor:
     async def _prestart(self) -> None:
         assert self._pool is not None
         try:
-            await self._pool.prestart(Limits().rlimits())
+            await self._pool.prestart(_DEFAULT_LIMITS.rlimits())
         except UidPoolExhausted:
             pass  # a small pool: runs wait for the slots that exist
         except RustboxError as exc:  # a run that needs the slot will report it
@@ -368,7 +369,7 @@ class Supervisor:
         """
         if not self._open:
             raise RustboxError("the Supervisor is not open: use 'async with Supervisor() as sv'")
-        limits = Limits() if limits is None else limits
+        limits = _DEFAULT_LIMITS if limits is None else limits
         if not isinstance(limits, Limits):
             raise InvalidInput("limits", f"expected rustbox.Limits, got {type(limits).__name__}")
         argv = _inputs.argv_spec(command)
