@@ -105,3 +105,25 @@ async def test_a_killed_run_leaves_the_slot_clean_too() -> None:
     finder = json.loads(found.stdout)
     assert finder["files"] == [] and finder["processes"] == [2], finder
     assert finder["shm"] == finder["sem"] == finder["msg"] == -1, finder
+
+
+async def test_a_slot_retires_after_runs_per_slot() -> None:
+    """With runs_per_slot=2 a slot serves two runs, then a fresh one (new uid) takes over."""
+    async with rustbox.Supervisor(max_concurrency=1, runs_per_slot=2, warm_proxies=0) as sv:
+        results = [await sv.run(["/bin/true"]) for _ in range(6)]
+    assert all(r.status is rustbox.Status.OK for r in results), results
+    uids = [r.evidence.uid for r in results]
+    assert uids[0] == uids[1] and uids[2] == uids[3] and uids[4] == uids[5], uids
+    assert uids[1] != uids[2] and uids[3] != uids[4], uids
+
+
+async def test_runs_with_other_rlimits_get_their_own_slot() -> None:
+    """A slot carries one set of rlimits; a run with others gets a slot of its own,
+    and each sees exactly its own limits."""
+    probe = ["/bin/sh", "-c", "ulimit -n"]
+    async with rustbox.Supervisor(max_concurrency=2, warm_proxies=0) as sv:
+        a = await sv.run(probe, limits=rustbox.Limits(open_files=40))
+        b = await sv.run(probe, limits=rustbox.Limits(open_files=50))
+        c = await sv.run(probe, limits=rustbox.Limits(open_files=40))
+    assert (a.stdout, b.stdout, c.stdout) == (b"40\n", b"50\n", b"40\n")
+    assert a.evidence.uid == c.evidence.uid != b.evidence.uid
