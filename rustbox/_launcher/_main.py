@@ -59,7 +59,7 @@ class Launcher:
             self.selector.fileno(),
         ]
 
-    def fork_slot(self, channel_fd: int, uid: int, gid: int, rlimits: Rlimits) -> int:
+    def fork_slot(self, channel_fd: int, lock_fd: int, uid: int, gid: int, rlimits: Rlimits) -> int:
         """Fork a slot's proxy (PID 1 of a new PID namespace) and its spawner;
         returns the proxy's pid. The proxy keeps the uid lock (inherited)."""
         to_spawner, to_proxy = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -86,7 +86,9 @@ class Launcher:
                 if spawner == 0:
                     try:
                         signal.set_wakeup_fd(-1)
-                        for fd in [*self._private_fds(), to_spawner.fileno(), channel_fd]:
+                        # The uid lock too: whoever holds a copy could unlock the uid
+                        # for everyone (flock belongs to the open file).
+                        for fd in [*self._private_fds(), to_spawner.fileno(), channel_fd, lock_fd]:
                             os.close(fd)
                         _spawner.spawner_main(
                             to_proxy.detach(), proxy_pidfd, self.pidfd, self.base, rlimits
@@ -106,7 +108,7 @@ class Launcher:
     def handle(self) -> bool:
         """Serve one request; False once the supervisor is gone."""
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 8)
+            data, fds = _sys.recv_fds(self.sock, 4096, 8)
         except (InterruptedError, BlockingIOError):
             return True
         if not data:
@@ -117,9 +119,11 @@ class Launcher:
             request = pickle.loads(data)
             if request[0] != "slot" or len(fds) != _FDS_PER_SLOT:
                 return True  # not from our supervisor; drop it
-            channel_fd, _lock_fd = fds  # the lock is inherited by the proxy, which keeps it
+            channel_fd, lock_fd = fds  # the lock is inherited by the proxy, which keeps it
             try:
-                pid = self.fork_slot(channel_fd, int(request[1]), int(request[2]), request[3])
+                pid = self.fork_slot(
+                    channel_fd, lock_fd, int(request[1]), int(request[2]), request[3]
+                )
             except OSError as exc:
                 message = ("error", f"launcher could not fork a proxy: {exc}")
                 _send_on(channel_fd, pickle.dumps(message), [])

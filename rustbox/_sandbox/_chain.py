@@ -261,6 +261,9 @@ def _make_dev(root: str) -> None:
     ):
         os.symlink(target, f"{dev}/{name}")
     os.mkdir(f"{dev}/shm")
+    # Read-only: the nodes still work, but no run can change their timestamps
+    # or modes for the slot's next run to see.
+    _sys.mount(None, dev, None, _sys.MS_REMOUNT | _sys.MS_RDONLY | _sys.MS_NOSUID | _sys.MS_NOEXEC)
 
 
 def _mount_proc(root: str) -> str:
@@ -315,7 +318,7 @@ class PrivateMounts(_Stage):
             raise _failing("root")(exc) from exc
         controls += [
             "read-only binds (nosuid, nodev): " + " ".join(bound),
-            "/dev: null zero full random urandom only, noexec",
+            "/dev: null zero full random urandom only, read-only, noexec",
             proc_control,
             "/sys: absent",
             "root: tmpfs, read-only, pivot_root, old root detached",

@@ -49,6 +49,9 @@ _POLL_MAX = 1.0
 _POLL_MIN = 0.005
 _NCPU = os.cpu_count() or 1
 _RECV_MAX = 1 << 16
+#: How long the proxy waits for the output pipes' end of file once every process
+#: of the run is dead.
+_OUTPUT_GRACE = 1.0
 #: A run's fds: spec memfd (or none when inline), stdin.
 _STDIO = 1
 
@@ -144,7 +147,8 @@ class _Exit:
     """The payload's end, as the spawner (its parent) reaped it."""
 
     def __init__(self, message: tuple[Any, ...]) -> None:
-        _, self.status, self.utime, self.stime, self.maxrss, self.setup, self.controls = message
+        _, self.status, self.utime, self.stime, self.maxrss, self.setup, self.controls = message[:7]
+        self.spawner_retiring = bool(message[7])
 
 
 class _Output:
@@ -178,11 +182,22 @@ class _Output:
             if self.seen > self.cap and run.kill_reason is None:
                 run.kill_all("output", f"{self.name} exceeded {self.cap} bytes")
 
-    def finish(self, run: _Run) -> Captured:
-        """Read to end of file: every writer is dead by now."""
-        os.set_blocking(self.fd, True)
+    def finish(self, run: _Run, deadline: float) -> Captured:
+        """Read to end of file: every process of the run is dead by now. A write
+        end can still be alive inside an SCM_RIGHTS message in flight on a dead
+        process's socket: closing a unix socket of our own makes the kernel
+        collect such garbage. Past ``deadline`` the stream is left incomplete
+        (and the slot retires: the garbage may hold more, like a bound port)."""
         while not self.eof:
-            self.read(run)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if select.select([self.fd], [], [], min(left, 0.05))[0]:
+                self.read(run)
+            else:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                ours.close()
+                theirs.close()
         os.close(self.fd)
         return Captured(b"".join(self.chunks), self.seen, self.eof)
 
@@ -272,6 +287,7 @@ class _Slot:
         self.gid = gid
         self.slot_setup = setup
         self.slot_controls = controls
+        self.must_retire = False  #: set by a run after which the slot must not serve again
 
     @classmethod
     def build(cls, base: BaseTree, spawner: socket.socket, uid: int, gid: int) -> _Slot:
@@ -318,7 +334,7 @@ class _Slot:
                 # budget is spent): retire, telling the supervisor about any run
                 # it already sent.
                 return _retire(channel)
-            data, fds, _, _ = socket.recv_fds(channel, _RECV_MAX, 8)
+            data, fds = _sys.recv_fds(channel, _RECV_MAX, 8)
             if not data:
                 return 0
             message = pickle.loads(data)
@@ -355,7 +371,7 @@ class _Slot:
             for fd in report_fds:
                 os.close(fd)
         # Tidying up is off the result's path.
-        healthy = report.error_stage is None
+        healthy = report.error_stage is None and not self.must_retire
         for item in reversed(cleanup):
             try:
                 if isinstance(item, Cgroup):
@@ -442,7 +458,10 @@ class _Slot:
         if stats is not None and stats.pids_peak is not None:
             stats = attrs.evolve(stats, pids_peak=max(0, stats.pids_peak - 1))  # the spawner
         files, missing = _collect(spec.collect, spec.limits.box_size)
-        stdout, stderr = (output.finish(run) for output in outputs)
+        deadline = time.monotonic() + _OUTPUT_GRACE
+        stdout, stderr = (output.finish(run, deadline) for output in outputs)
+        if ended.spawner_retiring or not (stdout.eof and stderr.eof):
+            self.must_retire = True
         for output in outputs:
             cleanup.remove(output)
         return ProxyReport(
@@ -474,7 +493,7 @@ def _retire(channel: socket.socket) -> int:
         channel.setblocking(False)
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(channel, _RECV_MAX, 8)
+                data, fds = _sys.recv_fds(channel, _RECV_MAX, 8)
             except BlockingIOError:
                 break
             for fd in fds:

@@ -51,6 +51,25 @@ def _arm(launcher_pidfd: int) -> None:
     _sys.set_dumpable(False)
 
 
+def _protect_from_group_oom() -> None:
+    """On cgroup v2 the spawner stays in the run's one group until it has reaped
+    the program, and ``memory.oom.group`` kills every member on an OOM: only
+    ``oom_score_adj = -1000`` exempts it. Lowering it needs CAP_SYS_RESOURCE;
+    without it the run's MLE would read as the sandbox failing, so refuse."""
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"-1000")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise SandboxSetupError(
+            "spawner",
+            f"cgroup v2: cannot set the spawner's oom_score_adj to -1000 ({exc.strerror}); "
+            "rustbox needs CAP_SYS_RESOURCE on a cgroup v2 host",
+        ) from exc
+
+
 def _serve(
     channel: socket.socket,
     spawner: _chain.Spawner,
@@ -58,13 +77,19 @@ def _serve(
     rlimits: Rlimits,
 ) -> int:
     while True:
-        data, fds, _, _ = socket.recv_fds(channel, _RECV_MAX, 16, socket.MSG_CMSG_CLOEXEC)
+        data, fds = _sys.recv_fds(channel, _RECV_MAX, 16)
         if not data:
             return 0
         try:
             message = pickle.loads(data)
             order = message[1]
-            if message[0] != "spawn" or not isinstance(order, SpawnOrder) or len(fds) <= _STDIO:
+            # Exactly stdio plus one cgroup.procs per hierarchy: a missing one
+            # would leave the program outside a controller, with no error.
+            if (
+                message[0] != "spawn"
+                or not isinstance(order, SpawnOrder)
+                or len(fds) != _STDIO + len(home)
+            ):
                 return 1
             stdio, procs = fds[:_STDIO], fds[_STDIO:]
             try:
@@ -81,10 +106,17 @@ def _serve(
         # counts there for the whole run (pids.max is the limit + 1), so the
         # run's pids figures are exact. On cgroup v2 that is the only hierarchy.
         spawner = spawned.restore([fd for key, fd in home if key not in _STAY])
+        # The child's seteuid (in posix_spawn, on our shared memory) resets the
+        # dumpable flag to fs.suid_dumpable: set it again.
+        _sys.set_dumpable(False)
         _, status, rusage = os.wait4(spawned.pid, 0)
         for key, fd in home:
             if key in _STAY:
                 os.write(fd, b"0")
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        # Its RLIMIT_CPU counts its own cpu time too: past a budget, make way for
+        # a fresh one, and say so with this report so no run is sent meanwhile.
+        retiring = own.ru_utime + own.ru_stime > _OWN_CPU_BUDGET
         report = (
             "exited",
             status,
@@ -93,11 +125,11 @@ def _serve(
             rusage.ru_maxrss,
             spawned.timings.stages,
             spawned.controls,
+            retiring,
         )
         channel.send(pickle.dumps(report))
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        if own.ru_utime + own.ru_stime > _OWN_CPU_BUDGET:
-            return 0  # its RLIMIT_CPU counts its own cpu time too: make way for a fresh one
+        if retiring:
+            return 0
 
 
 def spawner_main(
@@ -119,8 +151,12 @@ def spawner_main(
         try:
             # Opened while /sys/fs/cgroup is still in view, before joining the slot's root.
             home = list(zip(base.cgroups.hierarchies, base.cgroups.home_procs_fds(), strict=True))
+            if base.cgroups.version == 2:
+                _protect_from_group_oom()
             locked = _chain.join_slot(proxy_pidfd).lock()
             spawner = locked.limit(rlimits).install_seccomp(base.seccomp_program)
+            # Every fd of ours is close-on-exec already; make sure of it.
+            _sys.close_range(3, flags=_sys.CLOSE_RANGE_CLOEXEC)
         except (SandboxSetupError, OSError) as exc:
             stage = exc.stage if isinstance(exc, SandboxSetupError) else "spawner"
             channel.send(pickle.dumps(("failed", stage, str(exc))))

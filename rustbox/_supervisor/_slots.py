@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,10 @@ class Slot:
     failure: tuple[str, str] | None = None
     runs: int = 0
 
+    @property
+    def alive(self) -> bool:
+        return not select.select([self.pidfd], [], [], 0)[0]
+
     def kill(self) -> None:
         """SIGKILL the proxy: as PID 1 of the slot, it takes every process of it along."""
         try:
@@ -52,7 +57,7 @@ async def receive(channel: socket.socket) -> tuple[tuple[object, ...], list[int]
     while True:
         await anyio.wait_readable(channel)
         try:
-            data, fds, _, _ = socket.recv_fds(channel, RECV_MAX, 8)
+            data, fds = _sys.recv_fds(channel, RECV_MAX, 8)
         except BlockingIOError:
             continue
         except ConnectionResetError:
@@ -170,9 +175,11 @@ class SlotPool:
         while True:
             for i in range(len(self._idle) - 1, -1, -1):
                 if self._idle[i].rlimits == rlimits:
-                    # Not checked for life: a dead proxy refuses the run (EPIPE),
-                    # and the run moves on to another slot.
-                    return self._idle.pop(i)
+                    slot = self._idle.pop(i)
+                    if slot.alive:
+                        return slot
+                    self.discard(slot)  # died idle (its launcher did): look again
+                    break
             if self._count >= self._size and self._idle:
                 self.discard(self._idle.pop(0))
             if self._count < self._size:

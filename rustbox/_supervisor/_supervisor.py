@@ -242,6 +242,9 @@ class Supervisor:
             self._launcher = await LauncherClient.start(self._base())
             return self._launcher
 
+    def _launcher_alive(self) -> bool:
+        return self._launcher is not None and self._launcher.alive
+
     def _base(self) -> BaseTree:
         assert self._cgroups is not None
         return BaseTree(
@@ -497,6 +500,10 @@ class Supervisor:
             if not message:
                 if state.closing:
                     raise RustboxError("the Supervisor was closed while this run was in flight")
+                if not state.proxy_killed and not self._launcher_alive():
+                    # The launcher died and took every slot along (PDEATHSIG), this
+                    # one maybe before it took the run: another slot gets it.
+                    raise _Retired()
                 why = "was killed by the supervisor" if state.proxy_killed else "died"
                 state.proxy_killed = True
                 state.report = ProxyReport.failed("proxy", f"the proxy {why} without a report")

@@ -14,7 +14,7 @@ from rustbox._sys._caps import (
     clear_ambient,
     drop_bounding_set,
 )
-from rustbox._sys._fds import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, close_range
+from rustbox._sys._fds import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, close_range, recv_fds
 from rustbox._sys._ipc import SysvIpc
 from rustbox._sys._libc import SYS, check, libc, raw_syscall
 from rustbox._sys._mount import (
@@ -144,6 +144,7 @@ __all__ = [
     "pivot_root",
     "prctl",
     "raw_syscall",
+    "recv_fds",
     "set_child_subreaper",
     "set_dumpable",
     "set_no_new_privs",

@@ -577,3 +577,50 @@ async def test_stdin_cannot_be_rewritten() -> None:
     lines = r.stdout.decode().splitlines()
     assert lines[0].startswith("refused"), lines
     assert lines[1] == "original input"
+
+
+async def test_only_stdio_reaches_the_program() -> None:
+    """No descriptor of rustbox's own (the run's cgroup files, the uid lock, a
+    socket) is open in the program: any of them would be a handle on the host.
+    Checked with fstat on every fd number below the limit, with and without stdin."""
+    probe = (
+        "import os, resource\n"
+        "limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]\n"
+        "found = []\n"
+        "for fd in range(limit):\n"
+        "    try:\n"
+        "        os.fstat(fd)\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    found.append(fd)\n"
+        "print(found)\n"
+    )
+    async with rustbox.Supervisor(max_concurrency=1) as sv:
+        for stdin in (None, b"some input"):
+            for _ in range(2):  # a fresh slot, then the same slot again
+                r = await sv.run(["/usr/bin/python3", "-S", "-c", probe], stdin=stdin)
+                assert r.status is rustbox.Status.OK, r.stderr
+                assert r.stdout == b"[0, 1, 2]\n", r.stdout
+
+
+async def test_dev_is_read_only_but_usable() -> None:
+    """The slot's /dev outlives runs: it is read-only, so no run can leave a
+    timestamp or mode on it for the next, and its devices still work."""
+    probe = (
+        "import errno, os\n"
+        "with open('/dev/null', 'w') as f:\n"
+        "    f.write('x')\n"
+        "print(len(open('/dev/zero', 'rb').read(4)))\n"
+        "for call in (lambda: os.utime('/dev/null'), lambda: os.chmod('/dev/null', 0o600),\n"
+        "             lambda: open('/dev/new', 'w')):\n"
+        "    try:\n"
+        "        call()\n"
+        "        print('ok')\n"
+        "    except OSError as exc:\n"
+        "        print(errno.errorcode[exc.errno])\n"
+    )
+    async with rustbox.Supervisor(max_concurrency=1) as sv:
+        r = await sv.run(["/usr/bin/python3", "-S", "-c", probe])
+    assert r.status is rustbox.Status.OK, r.stderr
+    # utime(now) needs only write permission (0666) on a writable fs: EROFS here.
+    assert r.stdout.decode().split() == ["4", "EROFS", "EROFS", "EROFS"], r.stdout
