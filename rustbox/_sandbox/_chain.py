@@ -536,7 +536,10 @@ _RLIMIT_NAMES = {
 
 
 def describe_rlimits(rlimits: Rlimits) -> str:
-    return " ".join(f"{_RLIMIT_NAMES.get(w, str(w))}={soft}" for w, soft, _ in rlimits)
+    unit = {resource.RLIMIT_CPU: "s"}
+    return " ".join(
+        f"{_RLIMIT_NAMES.get(w, str(w))}={soft}{unit.get(w, '')}" for w, soft, _ in rlimits
+    )
 
 
 class Limited(_Stage):
