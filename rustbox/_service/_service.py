@@ -378,9 +378,10 @@ class Service:
         A replayed Idempotency-Key answers even while draining: the client
         retrying a lost response gets its id rather than a 503.
         """
-        fingerprint = request.fingerprint()
         keys_since = self._keys_since(time.time())
+        fingerprint = None  # only a key is checked against one: no hashing for the rest
         if idempotency_key is not None:
+            fingerprint = request.fingerprint()
             existing = await self.store.get_by_key(idempotency_key, keys_since)
             if existing is not None:
                 return self._replay(existing, fingerprint), False
@@ -421,7 +422,7 @@ class Service:
         ttl = self.config.idempotency_ttl
         return now - ttl if ttl > 0 else None
 
-    def _replay(self, existing: SubmissionRecord, fingerprint: str) -> SubmissionRecord:
+    def _replay(self, existing: SubmissionRecord, fingerprint: str | None) -> SubmissionRecord:
         if existing.fingerprint != fingerprint:
             raise IdempotencyConflict(existing.id)
         return existing

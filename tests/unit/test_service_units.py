@@ -14,9 +14,11 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import attrs
 import httpx
 import pytest
 
@@ -673,6 +675,105 @@ async def test_sqlite_store_async_face_and_webhook_state(tmp_path: Path) -> None
         WebhookState.DELIVERED,
         2,
     )
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_store_runs_queued_calls_as_one_batch_each_with_its_own_outcome(
+    tmp_path: Path,
+) -> None:
+    """Calls queued behind a stalled write run as one transaction; one failing fails alone."""
+    path = str(tmp_path / "b.db")
+    store = SqliteStore(path)
+    await store.open()
+    long_ago = time.time() - 3600
+    await store.create(
+        attrs.evolve(record("held", idempotency_key="k", fingerprint="f"), created_at=long_ago)
+    )
+    await store.create(record("x"))
+    statements: list[str] = []
+    store._db().set_trace_callback(statements.append)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock: writes stall
+    results: dict[str, object] = {}
+
+    async def call(name: str, make: Callable[[], Awaitable[object]]) -> None:
+        try:
+            results[name] = await make()
+        except Exception as exc:
+            results[name] = exc
+
+    try:
+        # frees the expired key "k" from "held", then its INSERT fails: "x" exists
+        expired = record("x", idempotency_key="k", fingerprint="g")
+        calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("claim", lambda: store.claim("x", 10.0, 20.0)),  # runs alone, and stalls
+            ("create", lambda: store.create(record("a"))),
+            ("taken id", lambda: store.create(expired, long_ago + 1)),
+            ("get", lambda: store.get("a")),
+            ("finish", lambda: store.finish("x", Outcome.failed("no"), 30.0)),
+        ]
+        async with anyio.create_task_group() as tg:
+            for name, make in calls:  # one at a time: queued in this order
+                tg.start_soon(call, name, make)
+                await anyio.wait_all_tasks_blocked()
+            assert results == {}  # the event loop goes on while the write stalls
+            other.execute("COMMIT")
+    finally:
+        other.close()
+    claimed = results["claim"]
+    assert isinstance(claimed, SubmissionRecord) and claimed.status is Status.RUNNING
+    created = results["create"]
+    assert isinstance(created, tuple) and created[0].id == "a" and created[1] is True
+    assert isinstance(results["taken id"], sqlite3.IntegrityError)
+    got = results["get"]
+    assert isinstance(got, SubmissionRecord) and got.id == "a"  # after the create before it
+    finished = results["finish"]
+    assert isinstance(finished, SubmissionRecord) and finished.status is Status.ERROR
+    # the four queued calls: one transaction, one commit
+    assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+    held = await store.get("held")  # the failed call's key release was undone with it
+    assert held is not None and held.idempotency_key == "k" and held.fingerprint == "f"
+    x = await store.get("x")
+    assert x is not None and x.status is Status.ERROR and x.idempotency_key is None
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_store_cancelled_calls_and_reopening(tmp_path: Path) -> None:
+    """A cancelled call still queued never runs; one already running is seen through."""
+    path = str(tmp_path / "c.db")
+    store = SqliteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    running, queued = anyio.CancelScope(), anyio.CancelScope()
+    got: list[str] = []
+
+    async def create(scope: anyio.CancelScope, sid: str) -> None:
+        with scope:
+            stored, _ = await store.create(record(sid))
+            got.append(stored.id)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create, running, "a")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(create, queued, "b")
+            await anyio.wait_all_tasks_blocked()
+            running.cancel()
+            queued.cancel()
+            await anyio.wait_all_tasks_blocked()
+            other.execute("COMMIT")
+    finally:
+        other.close()
+    assert got == ["a"]  # the row written reached its caller, cancelled or not
+    assert await store.get("a") is not None and await store.get("b") is None
+    await store.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.get("a")
+    await store.open()  # a new thread for the reopened store
+    assert await store.get("a") is not None
     await store.close()
 
 
