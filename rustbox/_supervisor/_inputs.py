@@ -144,8 +144,15 @@ def _real_binds(binds: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(os.path.realpath(bind).rstrip("/") for bind in binds)
 
 
+@functools.lru_cache(maxsize=1024)
+def _realpath(path: str) -> str:
+    """Host paths of commands and toolchains resolve the same run after run; this
+    check is only an early, friendly refusal (the sandbox decides for real)."""
+    return os.path.realpath(path)
+
+
 def _visible(path: str, binds: tuple[str, ...]) -> bool:
-    real = os.path.realpath(path)
+    real = _realpath(path)
     return any(real == root or real.startswith(root + "/") for root in _real_binds(binds))
 
 
