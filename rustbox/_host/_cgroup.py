@@ -125,6 +125,22 @@ def _write_at(dir_fd: int | None, name: str, value: str, where: str) -> None:
         raise SyscallError("write", errno.EIO, f"short write to {where}")
 
 
+def _open_for_writing(targets: Iterable[tuple[str, int | None, str]]) -> list[int]:
+    """Open every (name, dir_fd, where) for writing, close-on-exec: all or none."""
+    fds: list[int] = []
+    try:
+        for name, dir_fd, where in targets:
+            try:
+                fds.append(os.open(name, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd))
+            except OSError as exc:
+                raise SyscallError("open", exc.errno or errno.EIO, where) from exc
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
 def _keyed(text: str | None) -> dict[str, int]:
     """Parse ``key value`` lines (memory.events, pids.events, oom_control, cpu.stat)."""
     result: dict[str, int] = {}
@@ -271,19 +287,9 @@ class Cgroup:
         which is not in the proxy's PID namespace and so cannot be named by pid.
         """
         self._check_open()
-        fds: list[int] = []
-        try:
-            for d in self._dirs:
-                try:
-                    fds.append(os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=d.fd))
-                except OSError as exc:
-                    where = f"{d.path}/cgroup.procs"
-                    raise SyscallError("open", exc.errno or errno.EIO, where) from exc
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
-        return fds
+        return _open_for_writing(
+            [("cgroup.procs", d.fd, f"{d.path}/cgroup.procs") for d in self._dirs]
+        )
 
     def attach(self, pid: int) -> None:
         """Move process ``pid`` (as the caller's PID namespace sees it) into the group."""
@@ -711,24 +717,16 @@ class CgroupTree:
             for controller in controllers.split(",") if controllers else [_UNIFIED]:
                 current[controller] = path
         depth = len(Path(self.parent).parts)
-        fds: list[int] = []
-        try:
-            for key, parent in self._parents:
-                if key not in current:
-                    raise HostUnsupported([f"{proc_cgroup}: no {key} hierarchy listed"])
-                root = Path(parent)
-                for _ in range(depth):
-                    root = root.parent
-                where = f"{root}{current[key].rstrip('/')}/cgroup.procs"
-                try:
-                    fds.append(os.open(where, os.O_WRONLY | os.O_CLOEXEC))
-                except OSError as exc:
-                    raise SyscallError("open", exc.errno or errno.EIO, where) from exc
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
-        return fds
+        targets: list[tuple[str, int | None, str]] = []
+        for key, parent in self._parents:
+            if key not in current:
+                raise HostUnsupported([f"{proc_cgroup}: no {key} hierarchy listed"])
+            root = Path(parent)
+            for _ in range(depth):
+                root = root.parent
+            where = f"{root}{current[key].rstrip('/')}/cgroup.procs"
+            targets.append((where, None, where))
+        return _open_for_writing(targets)
 
     def open_parents(self) -> CgroupParents:
         """The parent directories held open, to create groups from anywhere.
