@@ -29,7 +29,7 @@ class Status(enum.StrEnum):
 class Action:
     """Something the proxy or the supervisor did to a run, and why."""
 
-    at: float  #: seconds since the payload started
+    at: float  #: seconds since the payload started (supervisor actions: since the run was sent)
     actor: str  #: "proxy" or "supervisor"
     action: str  #: e.g. "SIGKILL all"
     reason: str  #: e.g. "cpu_time 2.011s > limit 2s"

@@ -271,11 +271,7 @@ class Cgroup:
         return next((d for d in self._dirs if d.key == key), None)
 
     def attach_self(self) -> None:
-        """Move the calling process into the group, in every hierarchy.
-
-        Called in a forked child just before it execs untrusted code, so no
-        untrusted instruction ever runs outside the limits.
-        """
+        """Move the calling process into the group, in every hierarchy."""
         self._check_open()
         for d in self._dirs:
             d.write("cgroup.procs", "0")
@@ -290,12 +286,6 @@ class Cgroup:
         return _open_for_writing(
             [("cgroup.procs", d.fd, f"{d.path}/cgroup.procs") for d in self._dirs]
         )
-
-    def attach(self, pid: int) -> None:
-        """Move process ``pid`` (as the caller's PID namespace sees it) into the group."""
-        self._check_open()
-        for d in self._dirs:
-            d.write("cgroup.procs", str(pid))
 
     def cpu_usage_ns(self) -> int:
         """CPU time used by the group so far: one pread(2) on a kept fd.

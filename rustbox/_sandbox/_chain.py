@@ -95,10 +95,6 @@ class Timings:
         self.stages: list[tuple[str, float]] = []
         self._last = time.perf_counter()
 
-    def resume(self) -> None:
-        """Start the clock again after idling (a slot waiting for its next run)."""
-        self._last = time.perf_counter()
-
     def mark(self, stage: str) -> None:
         now = time.perf_counter()
         self.stages.append((stage, round((now - self._last) * 1000, 3)))

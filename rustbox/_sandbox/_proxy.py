@@ -83,14 +83,11 @@ class _Run:
             pass
 
     def handle(self, data: bytes) -> None:
-        """A message from the supervisor while the run is on: a kill request for it."""
-        if not data:  # the supervisor is gone; nobody wants the result
+        """The channel woke during the run: the supervisor sends nothing then, so
+        it is gone (end of file) and nobody wants the result."""
+        if not data:
             self.supervisor_gone = True
             self.kill_all("supervisor", "channel closed")
-            return
-        request = pickle.loads(data)
-        if request[0] == "kill" and request[1] == self.spec.run_id and self.kill_reason is None:
-            self.kill_all(str(request[2]), str(request[3]))
 
 
 def _collect(paths: tuple[str, ...], limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:
@@ -338,8 +335,6 @@ class _Slot:
             if not data:
                 return 0
             message = pickle.loads(data)
-            if message[0] == "kill":
-                continue  # meant for a run that has finished meanwhile
             if message[0] != "run" or len(fds) not in (_STDIO, _STDIO + 1):
                 for fd in fds:
                     os.close(fd)

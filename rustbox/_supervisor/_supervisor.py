@@ -61,7 +61,11 @@ def _default_logger() -> Any:
     return structlog.wrap_logger(
         logging.getLogger("rustbox"),
         wrapper_class=structlog.stdlib.BoundLogger,
-        processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
+        # Level first: a dropped event (the per-run debug one) costs no rendering.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.processors.KeyValueRenderer(key_order=["event"]),
+        ],
     )
 
 
@@ -74,14 +78,13 @@ class _RunState:
         self.slot = slot
         self.run_id = run_id
         self.closing = False  #: the Supervisor is closing: kill on sight
-        self.started_at: float | None = None
         self.report: ProxyReport | None = None
         self.proxy_killed = False
         self.actions: list[Action] = []
         self.t0 = time.monotonic()
 
     def act(self, action: str, reason: str) -> None:
-        at = time.monotonic() - (self.started_at or self.t0)
+        at = time.monotonic() - self.t0
         self.actions.append(Action(round(at, 6), "supervisor", action, reason))
 
     def kill_slot(self, reason: str) -> None:
@@ -417,7 +420,7 @@ class Supervisor:
         self._active.add(state)
         try:
             payload, fds = pack(("run", spec.run_id), spec)
-            fds.append(self._stdin_fd(stdin))
+            fds.append(self._stdin_for(stdin))
             try:
                 socket.send_fds(slot.channel, [payload], fds)
             except OSError as exc:  # EPIPE: the proxy is retiring and reads no more
@@ -429,15 +432,14 @@ class Supervisor:
             report = state.report
             assert report is not None
             result = self._result(spec, report, state)
-            if _debug_enabled(self.logger):
-                self.logger.debug(
-                    "finished",
-                    run_id=spec.run_id,
-                    uid=spec.uid,
-                    status=result.status.value,
-                    cpu=result.cpu_time,
-                    wall=result.wall_time,
-                )
+            self.logger.debug(
+                "finished",
+                run_id=spec.run_id,
+                uid=spec.uid,
+                status=result.status.value,
+                cpu=result.cpu_time,
+                wall=result.wall_time,
+            )
             return result
         finally:
             self._active.discard(state)
@@ -459,7 +461,7 @@ class Supervisor:
                 else:
                     self._pool.give_back(slot)
 
-    def _stdin_fd(self, data: bytes) -> int:
+    def _stdin_for(self, data: bytes) -> int:
         """Empty stdin is /dev/null (one fd kept open, duplicated per run)."""
         if data:
             return _stdin_fd(data)
@@ -528,19 +530,6 @@ def _stream_report(captured: Captured, cap: int) -> StreamReport:
     return StreamReport(
         bytes=len(captured.data), cap=cap, truncated=captured.seen > cap, complete=captured.eof
     )
-
-
-def _debug_enabled(logger: Any) -> bool:
-    """Whether debug events would be emitted, so the per-run one costs nothing when
-    they would not (structlog runs its processors before the level check)."""
-    for name in ("is_enabled_for", "isEnabledFor"):
-        check = getattr(logger, name, None)
-        if check is not None:
-            try:
-                return bool(check(logging.DEBUG))
-            except Exception:
-                break
-    return True  # a logger we cannot ask: keep its events
 
 
 def _stdin_fd(data: bytes) -> int:
