@@ -119,6 +119,21 @@ def _collect(paths: tuple[str, ...], limit: int) -> tuple[list[tuple[str, bytes]
     return found, missing
 
 
+def _reap_zombies() -> bool:
+    """Reap what has died; False if a child is still alive.
+
+    A process leaves its cgroup when it exits, before it is reparented to us
+    and reaped, so zombies may still arrive after the cgroup was seen empty:
+    they are dead and harmless. A living child is not."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return False
+
+
 def _reap_until_empty(cgroup: Cgroup, timeout: float = 5.0) -> bool:
     """Reap orphans (they come to PID 1) until no process of the run is left in
     its cgroup; False if some survived ``timeout``. Every process of the run is
@@ -126,13 +141,7 @@ def _reap_until_empty(cgroup: Cgroup, timeout: float = 5.0) -> bool:
     memory hierarchy alone tells."""
     deadline = time.monotonic() + timeout
     while True:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        _reap_zombies()
         if cgroup.is_empty("memory" if cgroup.version == 1 else None):
             return True
         if time.monotonic() > deadline:
@@ -381,11 +390,8 @@ class _Slot:
             self.ipc.remove_all()
         except OSError:
             healthy = False
-        try:
-            os.waitpid(-1, os.WNOHANG)
-            healthy = False  # a process of the run is still around
-        except ChildProcessError:
-            pass
+        if not _reap_zombies():
+            healthy = False  # a process of the run is still alive
         return healthy
 
     def _serve(
