@@ -94,7 +94,7 @@ async def test_nothing_of_a_run_reaches_the_next_in_the_same_slot() -> None:
 
 async def test_a_killed_run_leaves_the_slot_clean_too() -> None:
     """A run killed for its limits (cpu) leaves nothing behind either."""
-    killer = LEAVER.replace('print(json.dumps(facts), flush=True)', "while True: pass")
+    killer = LEAVER.replace("print(json.dumps(facts), flush=True)", "while True: pass")
     limits = rustbox.Limits(cpu_time=0.5, processes=8)  # one slot serves one set of rlimits
     async with rustbox.Supervisor(max_concurrency=1) as sv:
         killed = await sv.run(PY, files=_files(killer), limits=limits)
@@ -127,3 +127,109 @@ async def test_runs_with_other_rlimits_get_their_own_slot() -> None:
         c = await sv.run(probe, limits=rustbox.Limits(open_files=40))
     assert (a.stdout, b.stdout, c.stdout) == (b"40\n", b"50\n", b"40\n")
     assert a.evidence.uid == c.evidence.uid != b.evidence.uid
+
+
+SCRATCH_LEAVER = r"""
+import os
+os.makedirs("/box/deep/er", exist_ok=True)
+os.symlink("/etc", "/box/link")
+os.mkfifo("/tmp/fifo")
+with open("/dev/shm/left", "wb") as f:
+    f.write(b"x" * 100_000)
+os.mkdir("/box/locked")
+os.chmod("/box/locked", 0)  # the proxy must empty what the payload locked itself out of
+os.setxattr("/box", "user.left", b"1")  # the payload owns /box
+os.chmod("/box", 0o700)
+os.utime("/box", (0, 0))
+"""
+
+SCRATCH_FINDER = r"""
+import json, os
+facts = {}
+for path in ("/box", "/tmp", "/dev/shm"):
+    info = os.stat(path)  # before listing it, which sets the atime
+    fs = os.statvfs(path)
+    facts[path] = {
+        "entries": sorted(os.listdir(path)),
+        "mode": oct(info.st_mode & 0o7777),
+        "uid": info.st_uid,
+        "xattrs": os.listxattr(path),
+        "inodes_used": fs.f_files - fs.f_ffree,
+        "blocks_used": fs.f_blocks - fs.f_bfree,
+        "times_left": min(info.st_atime, info.st_mtime) < 1_000_000,
+    }
+print(json.dumps(facts))
+"""
+
+
+def _scratch_states(result: rustbox.Result) -> dict[str, str]:
+    """Which scratch tmpfs the run got, as its controls say: fresh or recycled."""
+    states = {}
+    for control in result.evidence.controls:
+        for target in ("/box", "/tmp", "/dev/shm"):
+            if control.startswith(target + ": "):
+                states[target] = control.split()[1]
+    return states
+
+
+async def test_a_recycled_scratch_tmpfs_is_as_good_as_a_fresh_one() -> None:
+    """After a run the slot empties /box, /tmp and /dev/shm instead of remounting
+    them: the next run must find them exactly as a fresh mount would be."""
+    limits = rustbox.Limits(processes=8)
+    async with rustbox.Supervisor(max_concurrency=1, warm_proxies=0) as sv:
+        left = await sv.run(PY, files=_files(SCRATCH_LEAVER), limits=limits)
+        found = await sv.run(PY, files=_files(SCRATCH_FINDER), limits=limits)
+        # With nothing to delete, emptying leaves times alone: the reset must set them.
+        touch = "import os; os.utime('/box', (0, 0))"
+        touched = await sv.run(["/usr/bin/python3", "-c", touch], limits=limits)
+        timed = await sv.run(["/usr/bin/python3", "-c", SCRATCH_FINDER], limits=limits)
+    assert touched.status is timed.status is rustbox.Status.OK, (touched, timed)
+    assert json.loads(timed.stdout)["/box"]["times_left"] is False
+    assert left.status is rustbox.Status.OK, (left, left.stderr)
+    assert found.status is rustbox.Status.OK, (found, found.stderr)
+    assert left.evidence.uid == found.evidence.uid
+    assert _scratch_states(left) == dict.fromkeys(("/box", "/tmp", "/dev/shm"), "fresh")
+    # The slot recycled all three (so the checks below test the emptying, not a remount).
+    assert _scratch_states(found) == dict.fromkeys(("/box", "/tmp", "/dev/shm"), "recycled")
+    facts = json.loads(found.stdout)
+    uid = found.evidence.uid
+    assert facts["/box"] == {
+        "entries": ["probe.py"],
+        "mode": "0o755",
+        "uid": uid,
+        "xattrs": [],
+        "inodes_used": 2,
+        "blocks_used": 1,
+        "times_left": False,
+    }, facts
+    for path in ("/tmp", "/dev/shm"):
+        assert facts[path] == {
+            "entries": [],
+            "mode": "0o1777",
+            "uid": 0,
+            "xattrs": [],
+            "inodes_used": 1,
+            "blocks_used": 0,
+            "times_left": False,
+        }, facts
+
+
+async def test_a_scratch_tmpfs_too_full_to_empty_is_replaced() -> None:
+    """Past a few hundred inodes a tmpfs is dropped, not emptied; other mount
+    options (another box size) also get a fresh one."""
+    many = "import os\nfor i in range(300):\n    open(f'/tmp/f{i}', 'w').close()\n"
+    async with rustbox.Supervisor(max_concurrency=1, warm_proxies=0) as sv:
+        await sv.run(PY, files=_files(many))
+        after_many = await sv.run(["/bin/true"])
+        resized = await sv.run(["/bin/true"], limits=rustbox.Limits(box_size="32M"))
+    assert after_many.status is resized.status is rustbox.Status.OK
+    assert _scratch_states(after_many) == {
+        "/box": "recycled",
+        "/tmp": "fresh",
+        "/dev/shm": "recycled",
+    }
+    assert _scratch_states(resized) == {
+        "/box": "fresh",
+        "/tmp": "recycled",
+        "/dev/shm": "recycled",
+    }
