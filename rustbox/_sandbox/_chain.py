@@ -389,6 +389,8 @@ class _ScratchMounts:
     def __init__(self, uid: int, gid: int) -> None:
         self._uid, self._gid = uid, gid
         self._mounted: dict[str, str] = {}  # mount point -> its mount options
+        # /tmp and /dev/shm as they were left emptied: (atime, mtime, ctime).
+        self._left: dict[str, tuple[int, int, int]] = {}
 
     def _wanted(self, limits: Limits) -> list[tuple[str, int, str]]:
         scratch = _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC
@@ -423,9 +425,26 @@ class _ScratchMounts:
         """After a run (all of its processes dead): empty each tmpfs, or unmount it."""
         for target in list(self._mounted):
             try:
-                _empty_scratch(target, 0o755 if target == "/box" else 0o1777)
+                if target == "/box":
+                    _empty_scratch(target, 0o755)
+                elif not self._untouched(target):
+                    _empty_scratch(target, 0o1777)
+                    self._left[target] = _times(os.stat(target))
             except (OSError, _Unrecyclable):
                 self._unmount(target)
+
+    def _untouched(self, target: str) -> bool:
+        """A sticky root-owned scratch (/tmp, /dev/shm) the run did not change.
+
+        A program can change only the contents and times of such a root (its
+        mode, owner, attributes and flags take ownership), so if it is empty
+        and its times are those it was left with, it is exactly as it was
+        left. /box belongs to the program: it is always emptied.
+        """
+        if _times(os.stat(target)) != self._left.get(target):
+            return False
+        fs = os.statvfs(target)
+        return fs.f_files - fs.f_ffree == 1 and fs.f_blocks == fs.f_bfree
 
     def unmount_all(self) -> None:
         for target in list(self._mounted):
@@ -435,11 +454,16 @@ class _ScratchMounts:
         """Unmount (detached if still busy); forgotten even if that fails, so the
         next run mounts afresh over it."""
         del self._mounted[target]
+        self._left.pop(target, None)
         try:
             _sys.umount2(target, 0)
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: not mounted
                 _sys.umount2(target, _sys.MNT_DETACH)
+
+
+def _times(info: os.stat_result) -> tuple[int, int, int]:
+    return info.st_atime_ns, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _empty_scratch(target: str, mode: int) -> None:

@@ -134,15 +134,20 @@ def _reap_zombies() -> bool:
             return False
 
 
+def _run_is_gone(cgroup: Cgroup) -> bool:
+    """No process of the run is left. Every process of the run is in every
+    hierarchy (the spawner, in pids only, has left by the time this is
+    asked), so the memory hierarchy alone tells."""
+    return cgroup.is_empty("memory" if cgroup.version == 1 else None)
+
+
 def _reap_until_empty(cgroup: Cgroup, timeout: float = 5.0) -> bool:
     """Reap orphans (they come to PID 1) until no process of the run is left in
-    its cgroup; False if some survived ``timeout``. Every process of the run is
-    in every hierarchy (the spawner, in pids only, has left by now), so the
-    memory hierarchy alone tells."""
+    its cgroup; False if some survived ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         _reap_zombies()
-        if cgroup.is_empty("memory" if cgroup.version == 1 else None):
+        if _run_is_gone(cgroup):
             return True
         if time.monotonic() > deadline:
             return False
@@ -220,18 +225,22 @@ def _supervise(run: _Run, cgroup: Cgroup, spawner: socket.socket, outputs: list[
     by_fd = {output.fd: output for output in outputs}
     for fd in by_fd:
         poller.register(fd, select.POLLIN)
+    next_check = 0.0
     while True:
-        used = cgroup.cpu_usage_ns()
         now = time.monotonic()
-        if used > cpu_limit_ns and run.kill_reason is None:
-            run.kill_all("cpu", f"cpu_time {used / 1e9:.3f}s > limit {limits.cpu_time:g}s")
-        elif now >= deadline and run.kill_reason is None:
-            run.kill_all(
-                "wall", f"wall_time {now - run.started:.3f}s > limit {limits.wall_time:g}s"
-            )
-        interval = (cpu_limit_ns - used) / 1e9 / parallel
-        timeout = max(_POLL_MIN, min(_POLL_MAX, interval, deadline - now))
-        for fd, _ in poller.poll(timeout * 1000):
+        if now >= next_check:
+            # The cpu figure is read on this schedule only, not on every wake-up
+            # for output: a chatty program does not make the proxy poll faster.
+            used = cgroup.cpu_usage_ns()
+            if used > cpu_limit_ns and run.kill_reason is None:
+                run.kill_all("cpu", f"cpu_time {used / 1e9:.3f}s > limit {limits.cpu_time:g}s")
+            elif now >= deadline and run.kill_reason is None:
+                run.kill_all(
+                    "wall", f"wall_time {now - run.started:.3f}s > limit {limits.wall_time:g}s"
+                )
+            interval = (cpu_limit_ns - used) / 1e9 / parallel
+            next_check = now + max(_POLL_MIN, min(_POLL_MAX, interval, deadline - now))
+        for fd, _ in poller.poll(max(0.0, next_check - now) * 1000):
             if fd in by_fd:
                 output = by_fd[fd]
                 output.read(run)
@@ -434,10 +443,13 @@ class _Slot:
             ended = _supervise(run, cgroup, self.spawner, outputs)
         finally:
             wall = time.monotonic() - run.started
-            try:
-                os.kill(-1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            # kill(-1) walks every process of the host: skip it when the run
+            # left none (a process leaves the group only by dying).
+            if not _run_is_gone(cgroup):
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             if not _reap_until_empty(cgroup):
                 raise SandboxSetupError("proxy", "processes of the run survived SIGKILL")
         limits = spec.limits

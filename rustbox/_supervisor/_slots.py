@@ -162,12 +162,13 @@ class SlotPool:
         self._retire = retire
         self._idle: list[Slot] = []  # most recently used last
         self._count = 0
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made only when awaited
         self._closed = False
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def take(self, rlimits: Rlimits) -> Slot:
         """An idle slot for ``rlimits``, a new one if there is room (made, if need
@@ -189,6 +190,8 @@ class SlotPool:
                     if not self._count:
                         raise
                     # Every uid is held, some by slots of ours: wait for one.
+            if self._changed is None:
+                self._changed = anyio.Event()
             await self._changed.wait()
 
     async def open(self, rlimits: Rlimits) -> Slot:

@@ -127,7 +127,8 @@ class Supervisor:
     _background: anyio.abc.TaskGroup | None = attrs.field(default=None, init=False)
     _releasing: int = attrs.field(default=0, init=False)
     _devnull: int = attrs.field(default=-1, init=False)
-    _released: anyio.Event = attrs.field(factory=anyio.Event, init=False)
+    #: set (and dropped) when a run or a slot is released; made only when awaited
+    _released: anyio.Event | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         for name in ("max_concurrency", "runs_per_slot"):
@@ -196,7 +197,7 @@ class Supervisor:
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(60):
                 while self._active or self._releasing:
-                    await self._released.wait()
+                    await self._until_released()
             if self._background is not None:
                 # Slots still being built ahead of demand are retired as they
                 # finish; their releases run here too.
@@ -295,7 +296,7 @@ class Supervisor:
             except UidPoolExhausted:
                 if not self._releasing:
                     raise
-                await self._released.wait()
+                await self._until_released()
 
     def _retire(self, slot: Slot) -> None:
         """End a slot in the background: its uid is freed once its proxy is gone."""
@@ -334,9 +335,15 @@ class Supervisor:
             self._closed_pidfd(slot)
             self._notify_released()
 
+    async def _until_released(self) -> None:
+        if self._released is None:
+            self._released = anyio.Event()
+        await self._released.wait()
+
     def _notify_released(self) -> None:
-        self._released.set()
-        self._released = anyio.Event()
+        if self._released is not None:
+            self._released.set()
+            self._released = None
 
     def _release_now(self, slot: Slot) -> None:
         """The fallback once the background group is gone: kill the proxy. The

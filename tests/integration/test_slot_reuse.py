@@ -233,3 +233,42 @@ async def test_a_scratch_tmpfs_too_full_to_empty_is_replaced() -> None:
         "/tmp": "recycled",
         "/dev/shm": "recycled",
     }
+
+
+async def test_a_scratch_tmpfs_changed_and_emptied_by_a_run_is_reset_too() -> None:
+    """A run that creates and deletes a file leaves /tmp empty but with new
+    times; the next run must see the times the slot reset, not the run's."""
+    churn = (
+        "import os, time\n"
+        "open('/tmp/x', 'w').close(); os.unlink('/tmp/x')\n"
+        "print(os.stat('/tmp').st_mtime_ns, flush=True)\n"
+        "time.sleep(0.3)\n"
+    )
+    look = "import os; print(os.stat('/tmp').st_mtime_ns)"
+    python = "/usr/bin/python3"
+    async with rustbox.Supervisor(max_concurrency=1, warm_proxies=0) as sv:
+        await sv.run(["/bin/true"])  # so that the slot has emptied /tmp once already
+        churned = await sv.run([python, "-c", churn])
+        seen = await sv.run([python, "-c", look])
+    assert churned.status is seen.status is rustbox.Status.OK, (churned, seen)
+    assert _scratch_states(seen)["/tmp"] == "recycled"
+    left_by_run, seen_next = int(churned.stdout), int(seen.stdout)
+    assert seen_next - left_by_run >= 250_000_000, (left_by_run, seen_next)
+
+
+async def test_a_file_made_within_the_timestamp_tick_of_the_reset_is_still_found() -> None:
+    """Before Linux 6.13 tmpfs times have the kernel tick's granularity, so a
+    quick program can create a file in /tmp without moving its times from
+    those the slot left: the emptiness check (statvfs) must catch it there.
+    Alternating a quick writer and a reader makes such a same-tick write
+    likely on those kernels (newer ones give a file time that was looked at a
+    fine-grained next value, so there the times alone already tell)."""
+    writer = ["/bin/sh", "-c", ": > /tmp/x; : > /dev/shm/x"]
+    reader = ["/bin/sh", "-c", "ls -A /tmp /dev/shm"]
+    async with rustbox.Supervisor(max_concurrency=1, warm_proxies=0) as sv:
+        await sv.run(["/bin/true"])
+        for _ in range(20):
+            wrote = await sv.run(writer)
+            read = await sv.run(reader)
+            assert wrote.status is read.status is rustbox.Status.OK, (wrote, read)
+            assert read.stdout == b"/dev/shm:\n\n/tmp:\n", read.stdout
