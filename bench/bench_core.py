@@ -779,7 +779,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         ]
                         out["latency"] = [x for x in lat if x is not None]
                     if "throughput" in phases:
-                        rounds, window = (1, 1.0) if quick else (3, 4.0)
+                        rounds, window = (1, 1.0) if quick else (6, 4.0)
                         out["throughput"] = await attempt(
                             "throughput", lambda: bench_throughput(w, sv, 4, rounds, window, 10)
                         )

@@ -450,17 +450,17 @@ class _Slot:
                     os.kill(-1, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            if not _reap_until_empty(cgroup):
-                raise SandboxSetupError("proxy", "processes of the run survived SIGKILL")
+                if not _reap_until_empty(cgroup):
+                    raise SandboxSetupError("proxy", "processes of the run survived SIGKILL")
         limits = spec.limits
+        # The slot's own stages and controls went to the supervisor once, in
+        # its "ready"; the report carries the run's.
         setup = [
-            *self.slot_setup,
             ("run_root", round((t1 - t0) * 1000, 3)),
             ("cgroup_create", round((t2 - t1) * 1000, 3)),
             *ended.setup,
         ]
         controls = [
-            *self.slot_controls,
             *run_root.controls,
             f"cgroup v{cgroup.version}: memory={limits.memory} swap=0 pids={limits.processes} "
             "(the cgroup's pids.max is one more: the spawner is in it while the run lasts), "
@@ -541,7 +541,7 @@ def slot_main(
 ) -> NoReturn:
     """Entry point of a slot's proxy, forked by the launcher. Never returns.
 
-    It builds the slot, says ("ready", timings) or ("failed", stage, detail)
+    It builds the slot, says ("ready", timings, controls) or ("failed", stage, detail)
     on its channel, then serves runs. The uid lock the launcher passed stays
     open in this process until it exits: however long the slot lives, no
     other run on the host can take its uid.
@@ -557,7 +557,7 @@ def slot_main(
         except SandboxSetupError as exc:
             channel.send(pickle.dumps(("failed", exc.stage, exc.detail)))
         else:
-            channel.send(pickle.dumps(("ready", slot.slot_setup)))
+            channel.send(pickle.dumps(("ready", slot.slot_setup, slot.slot_controls)))
             gc.collect()
             gc.freeze()  # a long-lived heap: keep the collector off the settled part
             code = slot.serve(channel)

@@ -39,6 +39,9 @@ class Slot:
     #: (stage, detail) when the proxy could not build the slot
     failure: tuple[str, str] | None = None
     runs: int = 0
+    #: the slot's set-up stages and controls, part of the evidence of each of its runs
+    setup: tuple[tuple[str, float], ...] = ()
+    controls: tuple[str, ...] = ()
 
     @property
     def alive(self) -> bool:
@@ -140,6 +143,11 @@ async def open_slot(
     if failure is not None:
         slot.kill()
         slot.failure = failure
+    else:
+        setup, controls = message[1], message[2]
+        assert isinstance(setup, list | tuple) and isinstance(controls, list | tuple)
+        slot.setup = tuple((str(name), float(ms)) for name, ms in setup)
+        slot.controls = tuple(str(control) for control in controls)
     return slot
 
 

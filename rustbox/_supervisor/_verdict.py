@@ -87,7 +87,11 @@ def build_result(
     cgroup_version: int,
     uid: int,
     mode: str,
+    slot_setup: tuple[tuple[str, float], ...] = (),
+    slot_controls: tuple[str, ...] = (),
 ) -> Result:
+    """The verdict and its evidence; a run that reached its program also gets
+    the set-up stages and controls of the slot that served it."""
     exit_code, sig = _exit_and_signal(report.wait_status)
     over_cap = stdout_report.truncated or stderr_report.truncated
     status, tle = classify(report, exit_code, sig, over_cap, limits.memory, limits.processes)
@@ -128,8 +132,8 @@ def build_result(
         actions=tuple(sorted(actions, key=lambda a: a.at)),
         stdout=stdout_report,
         stderr=stderr_report,
-        setup=report.setup,
-        controls=report.controls,
+        setup=report.setup if report.error_stage else slot_setup + report.setup,
+        controls=report.controls if report.error_stage else slot_controls + report.controls,
         uid=uid,
         error=error,
     )
