@@ -302,7 +302,8 @@ class _Slot:
         self.gid = gid
         self.slot_setup = setup
         self.slot_controls = controls
-        self.must_retire = False  #: set by a run after which the slot must not serve again
+        #: why the slot must not serve again, set by the run that found out
+        self.retire_reason: str | None = None
 
     @classmethod
     def build(cls, base: BaseTree, spawner: socket.socket, uid: int, gid: int) -> _Slot:
@@ -348,7 +349,7 @@ class _Slot:
                 # Between runs the spawner only speaks by leaving (its own cpu
                 # budget is spent): retire, telling the supervisor about any run
                 # it already sent.
-                return _retire(channel)
+                return _retire(channel, "the spawner left between runs")
             data, fds = _sys.recv_fds(channel, _RECV_MAX, 8)
             if not data:
                 return 0
@@ -357,14 +358,14 @@ class _Slot:
                 for fd in fds:
                     os.close(fd)
                 return 1
-            healthy = self._one(channel, str(message[1]), message[2], fds)
-            if not healthy:
-                return _retire(channel)
+            why = self._one(channel, str(message[1]), message[2], fds)
+            if why is not None:
+                return _retire(channel, why)
 
     def _one(
         self, channel: socket.socket, run_id: str, inline: bytes | None, fds: list[int]
-    ) -> bool:
-        """Serve one run; False when the slot must retire."""
+    ) -> str | None:
+        """Serve one run; says why the slot must retire, if it must."""
         cleanup: list[Any] = []
         try:
             spec = unpack(inline, fds)
@@ -384,24 +385,26 @@ class _Slot:
             for fd in report_fds:
                 os.close(fd)
         # Tidying up is off the result's path.
-        healthy = report.error_stage is None and not self.must_retire
+        why = self.retire_reason
+        if report.error_stage is not None:
+            why = f"the run failed at {report.error_stage}"
         for item in reversed(cleanup):
             try:
                 if isinstance(item, Cgroup):
-                    item.remove(empty=healthy)  # a healthy run's group was seen empty
+                    item.remove(empty=why is None)  # a healthy run's group was seen empty
                 elif isinstance(item, _Output):
                     os.close(item.fd)  # the run failed before its output was read
                 else:
                     self.rooted = item.clear()
-            except Exception:
-                healthy = False
+            except Exception as exc:
+                why = why or f"clearing the run failed: {exc}"
         try:
             self.ipc.remove_all()
-        except OSError:
-            healthy = False
+        except OSError as exc:
+            why = why or f"removing SysV IPC objects failed: {exc}"
         if not _reap_zombies():
-            healthy = False  # a process of the run is still alive
-        return healthy
+            why = why or "a process of the run is still alive"
+        return why
 
     def _serve(
         self, spec: RunSpec, channel: socket.socket, stdio: list[int], cleanup: list[Any]
@@ -473,8 +476,12 @@ class _Slot:
         files, missing = _collect(spec.collect, spec.limits.box_size)
         deadline = time.monotonic() + _OUTPUT_GRACE
         stdout, stderr = (output.finish(run, deadline) for output in outputs)
-        if ended.spawner_retiring or not (stdout.eof and stderr.eof):
-            self.must_retire = True
+        if ended.spawner_retiring:
+            self.retire_reason = "the spawner's own cpu budget is spent"
+        elif not (stdout.eof and stderr.eof):
+            self.retire_reason = (
+                "an output pipe stayed open after the run (a descriptor in flight?)"
+            )
         for output in outputs:
             cleanup.remove(output)
         return ProxyReport(
@@ -497,10 +504,10 @@ class _Slot:
         )
 
 
-def _retire(channel: socket.socket) -> int:
+def _retire(channel: socket.socket, why: str) -> int:
     """End the slot without losing a run: stop receiving (the supervisor's next
     send fails with EPIPE), then answer every run already queued with
-    ("retired", run_id), so the supervisor gives it to another slot."""
+    ("retired", run_id, why), so the supervisor gives it to another slot."""
     try:
         channel.shutdown(socket.SHUT_RD)
         channel.setblocking(False)
@@ -515,7 +522,7 @@ def _retire(channel: socket.socket) -> int:
                 break
             message = pickle.loads(data)
             if message[0] == "run":
-                channel.send(pickle.dumps(("retired", message[1])))
+                channel.send(pickle.dumps(("retired", message[1], why)))
     except OSError:
         pass
     return 0

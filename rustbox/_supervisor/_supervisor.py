@@ -541,6 +541,12 @@ class Supervisor:
                 assert isinstance(report, ProxyReport)
                 state.report = report
             elif message[0] == "retired":
+                self.logger.debug(
+                    "slot retired before the run",
+                    run_id=spec.run_id,
+                    uid=spec.uid,
+                    reason=str(message[2]),
+                )
                 raise _Retired()
             for fd in fds:
                 os.close(fd)
