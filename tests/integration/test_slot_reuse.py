@@ -272,3 +272,27 @@ async def test_a_file_made_within_the_timestamp_tick_of_the_reset_is_still_found
             read = await sv.run(reader)
             assert wrote.status is read.status is rustbox.Status.OK, (wrote, read)
             assert read.stdout == b"/dev/shm:\n\n/tmp:\n", read.stdout
+
+
+async def test_a_scratch_root_with_an_inode_flag_is_replaced() -> None:
+    """The program owns /box and may set inode flags on it (here noatime); the
+    slot cannot tell them all apart from harmless ones, so it remounts."""
+    set_flag = (
+        "import fcntl, os, struct\n"
+        "fd = os.open('/box', os.O_RDONLY)\n"
+        "fcntl.ioctl(fd, 0x40086602, struct.pack('l', 0x80))\n"  # FS_IOC_SETFLAGS, NOATIME
+        "print(struct.unpack('l', fcntl.ioctl(fd, 0x80086601, bytes(8)))[0])\n"
+    )
+    get_flag = (
+        "import fcntl, os, struct\n"
+        "fd = os.open('/box', os.O_RDONLY)\n"
+        "print(struct.unpack('l', fcntl.ioctl(fd, 0x80086601, bytes(8)))[0])\n"
+    )
+    python = "/usr/bin/python3"
+    async with rustbox.Supervisor(max_concurrency=1, warm_proxies=0) as sv:
+        flagged = await sv.run([python, "-c", set_flag])
+        after = await sv.run([python, "-c", get_flag])
+    assert flagged.status is after.status is rustbox.Status.OK, (flagged.stderr, after.stderr)
+    assert flagged.stdout == b"128\n"  # the flag really was set
+    assert after.stdout == b"0\n"
+    assert _scratch_states(after)["/box"] == "fresh"
