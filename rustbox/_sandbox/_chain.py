@@ -379,17 +379,21 @@ class _ScratchMounts:
     period). So after a run each is emptied instead, and kept only if it is
     then as good as a fresh mount for the next program: no inode but its
     root, no block in use (a file still open somewhere would hold some), its
-    root's mode and times reset, no extended attribute (ACLs
-    included), no inode flag. Anything else, or any error, and it is
-    unmounted: the next run gets a fresh one, as does a run whose limits ask
-    for other mount options. What a recycled tmpfs still shows (its inode
-    numbers keep counting) is in docs/security.md.
+    root's mode reset, no extended attribute but those it was mounted with
+    (user attributes and ACLs are removed), no inode flag; its times are
+    reset when the next run is staged. Anything else, or any error, and it is unmounted: the next
+    run gets a fresh one, as does a run whose limits ask for other mount
+    options. What a recycled tmpfs still shows (its inode numbers keep
+    counting) is in docs/security.md.
     """
 
     def __init__(self, uid: int, gid: int) -> None:
         self._uid, self._gid = uid, gid
         self._mounted: dict[str, str] = {}  # mount point -> its mount options
-        # /tmp and /dev/shm as they were left emptied: (atime, mtime, ctime).
+        # The root's extended attributes as the kernel made it (a security
+        # label, on some hosts): kept, and checked unchanged.
+        self._born_with: dict[str, dict[str, bytes]] = {}
+        # /tmp and /dev/shm as the run found them: (atime, mtime, ctime).
         self._left: dict[str, tuple[int, int, int]] = {}
 
     def _wanted(self, limits: Limits) -> list[tuple[str, int, str]]:
@@ -412,24 +416,28 @@ class _ScratchMounts:
         for target, flags, options in self._wanted(limits):
             current = self._mounted.get(target)
             if current == options:
+                # Its times become this run's start: they tell nothing of when
+                # the last run ended, nor whether it touched the mount.
+                os.utime(target)
                 how[target] = "recycled"
-                continue
-            if current is not None:
-                self._unmount(target)
-            _sys.mount("tmpfs", target, "tmpfs", flags, options)
-            self._mounted[target] = options
-            how[target] = "fresh"
+            else:
+                if current is not None:
+                    self._unmount(target)
+                _sys.mount("tmpfs", target, "tmpfs", flags, options)
+                self._mounted[target] = options
+                self._born_with[target] = _xattrs(target)
+                how[target] = "fresh"
+            if target != "/box":
+                self._left[target] = _times(os.stat(target))
         return how
 
     def recycle(self) -> None:
         """After a run (all of its processes dead): empty each tmpfs, or unmount it."""
         for target in list(self._mounted):
             try:
-                if target == "/box":
-                    _empty_scratch(target, 0o755)
-                elif not self._untouched(target):
-                    _empty_scratch(target, 0o1777)
-                    self._left[target] = _times(os.stat(target))
+                if target == "/box" or not self._untouched(target):
+                    mode = 0o755 if target == "/box" else 0o1777
+                    _empty_scratch(target, mode, self._born_with[target])
             except (OSError, _Unrecyclable):
                 self._unmount(target)
 
@@ -438,11 +446,11 @@ class _ScratchMounts:
 
         A program can change only the contents and times of such a root (its
         mode, owner, attributes and flags take ownership), so if it is empty
-        and its times are those it was left with, it is exactly as it was
-        left. /box belongs to the program: it is always emptied.
+        and its times are those it was found with, it is exactly as it was
+        found. /box belongs to the program: it is always emptied.
         """
         if _times(os.stat(target)) != self._left.get(target):
-            return False
+            return False  # the run changed something (or read the directory)
         fs = os.statvfs(target)
         return fs.f_files - fs.f_ffree == 1 and fs.f_blocks == fs.f_bfree
 
@@ -455,6 +463,7 @@ class _ScratchMounts:
         next run mounts afresh over it."""
         del self._mounted[target]
         self._left.pop(target, None)
+        self._born_with.pop(target, None)
         try:
             _sys.umount2(target, 0)
         except OSError as exc:
@@ -466,9 +475,18 @@ def _times(info: os.stat_result) -> tuple[int, int, int]:
     return info.st_atime_ns, info.st_mtime_ns, info.st_ctime_ns
 
 
-def _empty_scratch(target: str, mode: int) -> None:
-    """Empty ``target`` and reset its root (its owner cannot have changed: no
-    program holds CAP_CHOWN), or raise."""
+#: Extended attributes a program may set on a root it owns, which emptying removes.
+_ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+
+
+def _xattrs(path: str) -> dict[str, bytes]:
+    return {name: os.getxattr(path, name) for name in os.listxattr(path)}
+
+
+def _empty_scratch(target: str, mode: int, born_with: dict[str, bytes]) -> None:
+    """Empty ``target`` and reset its root's mode (its owner cannot have
+    changed: no program holds CAP_CHOWN; its times are reset when the next
+    run is staged), or raise."""
     fs = os.statvfs(target)
     if fs.f_files - fs.f_ffree > _RECYCLE_MAX_INODES:
         raise _Unrecyclable(f"{target}: too many inodes to empty by hand")
@@ -476,13 +494,18 @@ def _empty_scratch(target: str, mode: int) -> None:
     try:
         _empty_dir(fd)
         for name in os.listxattr(fd):
-            os.removexattr(fd, name)
+            if name in born_with:
+                if os.getxattr(fd, name) != born_with[name]:
+                    raise _Unrecyclable(f"{target}: extended attribute {name} changed")
+            elif name.startswith("user.") or name in _ACL_XATTRS:
+                os.removexattr(fd, name)
+            else:  # e.g. a security label set by the run: a fresh mount gets its own
+                raise _Unrecyclable(f"{target}: extended attribute {name}")
         flags = bytearray(8)
         fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
         if any(flags):
             raise _Unrecyclable(f"{target}: inode flags set")
         os.fchmod(fd, mode)
-        os.utime(fd)
     finally:
         os.close(fd)
     fs = os.statvfs(target)

@@ -119,19 +119,34 @@ def _collect(paths: tuple[str, ...], limit: int) -> tuple[list[tuple[str, bytes]
     return found, missing
 
 
-def _reap_zombies() -> bool:
-    """Reap what has died; False if a child is still alive.
+def _reap_zombies(settle: float = 0.0) -> bool:
+    """Reap what has died; False if a child is still alive after ``settle`` s.
 
     A process leaves its cgroup when it exits, before it is reparented to us
-    and reaped, so zombies may still arrive after the cgroup was seen empty:
-    they are dead and harmless. A living child is not."""
+    and becomes a zombie, so zombies may still arrive after the cgroup was
+    seen empty, and for a moment such a child still looks alive."""
+    deadline = time.monotonic() + settle
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return True
         if pid == 0:
-            return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+
+
+def _collect_unix_garbage() -> None:
+    """Have the kernel collect descriptors in flight on dead sockets.
+
+    A run can leave a descriptor inside an SCM_RIGHTS message on a socket
+    nobody holds any more: what it refers to (a file, a lock, memory) lives
+    on until the kernel collects such garbage, which releasing any unix
+    socket schedules. Release one."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.close()
+    theirs.close()
 
 
 def _run_is_gone(cgroup: Cgroup) -> bool:
@@ -206,9 +221,7 @@ class _Output:
             if select.select([self.fd], [], [], min(left, 0.05))[0]:
                 self.read(run)
             else:
-                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-                ours.close()
-                theirs.close()
+                _collect_unix_garbage()
         os.close(self.fd)
         return Captured(b"".join(self.chunks), self.seen, self.eof)
 
@@ -385,6 +398,7 @@ class _Slot:
             for fd in report_fds:
                 os.close(fd)
         # Tidying up is off the result's path.
+        _collect_unix_garbage()
         why = self.retire_reason
         if report.error_stage is not None:
             why = f"the run failed at {report.error_stage}"
@@ -402,7 +416,7 @@ class _Slot:
             self.ipc.remove_all()
         except OSError as exc:
             why = why or f"removing SysV IPC objects failed: {exc}"
-        if not _reap_zombies():
+        if not _reap_zombies(settle=0.1):
             why = why or "a process of the run is still alive"
         return why
 

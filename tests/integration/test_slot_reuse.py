@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import anyio
 import pytest
 
 import rustbox
@@ -130,7 +131,7 @@ async def test_runs_with_other_rlimits_get_their_own_slot() -> None:
 
 
 SCRATCH_LEAVER = r"""
-import os
+import os, struct
 os.makedirs("/box/deep/er", exist_ok=True)
 os.symlink("/etc", "/box/link")
 os.mkfifo("/tmp/fifo")
@@ -139,6 +140,14 @@ with open("/dev/shm/left", "wb") as f:
 os.mkdir("/box/locked")
 os.chmod("/box/locked", 0)  # the proxy must empty what the payload locked itself out of
 os.setxattr("/box", "user.left", b"1")  # the payload owns /box
+# An access ACL granting uid 12345 rwx: user::rwx user:12345:rwx group::r-x mask::rwx other::r-x
+acl = struct.pack("<I", 2) + b"".join(
+    struct.pack("<HHI", tag, perm, ident)
+    for tag, perm, ident in ((1, 7, 0xFFFFFFFF), (2, 7, 12345), (4, 5, 0xFFFFFFFF),
+                             (0x10, 7, 0xFFFFFFFF), (0x20, 5, 0xFFFFFFFF))
+)
+os.setxattr("/box", "system.posix_acl_access", acl)
+assert "system.posix_acl_access" in os.listxattr("/box")
 os.chmod("/box", 0o700)
 os.utime("/box", (0, 0))
 """
@@ -296,3 +305,74 @@ async def test_a_scratch_root_with_an_inode_flag_is_replaced() -> None:
     assert flagged.stdout == b"128\n"  # the flag really was set
     assert after.stdout == b"0\n"
     assert _scratch_states(after)["/box"] == "fresh"
+
+
+LOCK_LEAVER = r"""
+import fcntl, os, socket
+fds = []
+for path in ("/box", "/tmp", "/etc/passwd"):
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    fds.append(fd)
+# The locked files go in flight in a cycle of two sockets nobody holds: only
+# the kernel's collection of such garbage ever releases them.
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+socket.send_fds(b, [b"x"], [*fds, a.fileno()])
+socket.send_fds(a, [b"y"], [b.fileno()])
+for fd in fds:
+    os.close(fd)
+a.close()
+b.close()
+"""
+
+LOCK_FINDER = r"""
+import fcntl, json, os, time
+found = {}
+for path in ("/box", "/tmp", "/etc/passwd"):
+    fd = os.open(path, os.O_RDONLY)
+    deadline = time.monotonic() + 0.5  # the kernel collects garbage on a workqueue
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            found[path] = "free"
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                found[path] = "locked"
+                break
+            time.sleep(0.01)
+    os.close(fd)
+print(json.dumps(found))
+"""
+
+
+async def test_descriptors_left_in_flight_do_not_outlive_their_run() -> None:
+    """A run can park descriptors (here of locked files) in an SCM_RIGHTS cycle
+    on sockets it then closes; after the run the slot has the kernel collect
+    that garbage, so the next run finds nothing held."""
+    async with rustbox.Supervisor(max_concurrency=1, warm_proxies=0) as sv:
+        left = await sv.run(PY, files=_files(LOCK_LEAVER))
+        found = await sv.run(PY, files=_files(LOCK_FINDER))
+    assert left.status is found.status is rustbox.Status.OK, (left.stderr, found.stderr)
+    assert left.evidence.uid == found.evidence.uid
+    assert json.loads(found.stdout) == dict.fromkeys(("/box", "/tmp", "/etc/passwd"), "free")
+
+
+async def test_scratch_times_tell_nothing_of_the_last_run() -> None:
+    """A recycled scratch gets its times when the next run is staged: they do
+    not say when the last run ended (colluding runs could time their end)."""
+    python = "/usr/bin/python3"
+    ended = "import time; print(time.time_ns())"
+    look = (
+        "import os\n"
+        "print(min(min(s.st_atime_ns, s.st_mtime_ns, s.st_ctime_ns)"
+        " for s in map(os.stat, ('/box', '/tmp', '/dev/shm'))))\n"
+    )
+    async with rustbox.Supervisor(max_concurrency=1, warm_proxies=0) as sv:
+        await sv.run([python, "-c", "pass"])
+        last = await sv.run([python, "-c", ended])
+        await anyio.sleep(0.3)
+        seen = await sv.run([python, "-c", look])
+    assert last.status is seen.status is rustbox.Status.OK, (last.stderr, seen.stderr)
+    assert _scratch_states(seen) == dict.fromkeys(("/box", "/tmp", "/dev/shm"), "recycled")
+    assert int(seen.stdout) - int(last.stdout) >= 250_000_000, (last.stdout, seen.stdout)
