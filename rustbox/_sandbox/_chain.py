@@ -451,8 +451,7 @@ class _ScratchMounts:
         """
         if _times(os.stat(target)) != self._left.get(target):
             return False  # the run changed something (or read the directory)
-        fs = os.statvfs(target)
-        return fs.f_files - fs.f_ffree == 1 and fs.f_blocks == fs.f_bfree
+        return _holds_nothing(target)
 
     def unmount_all(self) -> None:
         for target in list(self._mounted):
@@ -469,6 +468,12 @@ class _ScratchMounts:
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # EINVAL: not mounted
                 _sys.umount2(target, _sys.MNT_DETACH)
+
+
+def _holds_nothing(target: str) -> bool:
+    """The filesystem has no inode but its root and no block in use."""
+    fs = os.statvfs(target)
+    return fs.f_files - fs.f_ffree == 1 and fs.f_blocks == fs.f_bfree
 
 
 def _times(info: os.stat_result) -> tuple[int, int, int]:
@@ -508,8 +513,7 @@ def _empty_scratch(target: str, mode: int, born_with: dict[str, bytes]) -> None:
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
-    fs = os.statvfs(target)
-    if fs.f_files - fs.f_ffree != 1 or fs.f_blocks != fs.f_bfree:
+    if not _holds_nothing(target):
         raise _Unrecyclable(f"{target}: not empty after emptying")
 
 

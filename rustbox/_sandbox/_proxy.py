@@ -3,7 +3,7 @@
 The launcher forks it into a fresh PID namespace, next to the slot's spawner
 (``_spawner``). It walks the slot's part of the chain once (namespaces, root),
 lets the spawner join, then serves runs on its channel: for each, it gives
-the run a fresh /box, /tmp and /dev/shm and its own cgroup, has the spawner
+the run an empty /box, /tmp and /dev/shm and its own cgroup, has the spawner
 start the program, enforces cpu and wall time, kills every process of the run
 (``kill(-1)`` from PID 1 reaches all of them and nothing else: the spawner is
 not in this PID namespace), reads the evidence, reports, removes the SysV IPC

@@ -151,6 +151,24 @@ async def open_slot(
     return slot
 
 
+class WakeUp:
+    """Wakes whoever waits for a change; the event is made only when awaited
+    (a run notifies on every release, and nobody waits most of the time)."""
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+
 class SlotPool:
     """Idle slots, and how many exist: never more than ``size`` at once.
 
@@ -170,13 +188,11 @@ class SlotPool:
         self._retire = retire
         self._idle: list[Slot] = []  # most recently used last
         self._count = 0
-        self._changed: anyio.Event | None = None  # made only when awaited
+        self._changed = WakeUp()
         self._closed = False
 
     def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        self._changed.notify()
 
     async def take(self, rlimits: Rlimits) -> Slot:
         """An idle slot for ``rlimits``, a new one if there is room (made, if need
@@ -198,8 +214,6 @@ class SlotPool:
                     if not self._count:
                         raise
                     # Every uid is held, some by slots of ours: wait for one.
-            if self._changed is None:
-                self._changed = anyio.Event()
             await self._changed.wait()
 
     async def open(self, rlimits: Rlimits) -> Slot:

@@ -36,7 +36,7 @@ from rustbox._sandbox._spec import (
 )
 from rustbox._supervisor import _inputs
 from rustbox._supervisor._launcher_client import LauncherClient
-from rustbox._supervisor._slots import Slot, SlotPool, open_slot, receive
+from rustbox._supervisor._slots import Slot, SlotPool, WakeUp, open_slot, receive
 from rustbox._supervisor._verdict import build_result
 
 ROOT_DIR = "/run/rustbox/root"
@@ -129,7 +129,7 @@ class Supervisor:
     _releasing: int = attrs.field(default=0, init=False)
     _devnull: int = attrs.field(default=-1, init=False)
     #: set (and dropped) when a run or a slot is released; made only when awaited
-    _released: anyio.Event | None = attrs.field(default=None, init=False)
+    _released: WakeUp = attrs.field(factory=WakeUp, init=False)
 
     def __attrs_post_init__(self) -> None:
         for name in ("max_concurrency", "runs_per_slot"):
@@ -198,7 +198,7 @@ class Supervisor:
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(60):
                 while self._active or self._releasing:
-                    await self._until_released()
+                    await self._released.wait()
             if self._background is not None:
                 # Slots still being built ahead of demand are retired as they
                 # finish; their releases run here too.
@@ -297,7 +297,7 @@ class Supervisor:
             except UidPoolExhausted:
                 if not self._releasing:
                     raise
-                await self._until_released()
+                await self._released.wait()
 
     def _retire(self, slot: Slot) -> None:
         """End a slot in the background: its uid is freed once its proxy is gone."""
@@ -336,15 +336,8 @@ class Supervisor:
             self._closed_pidfd(slot)
             self._notify_released()
 
-    async def _until_released(self) -> None:
-        if self._released is None:
-            self._released = anyio.Event()
-        await self._released.wait()
-
     def _notify_released(self) -> None:
-        if self._released is not None:
-            self._released.set()
-            self._released = None
+        self._released.notify()
 
     def _release_now(self, slot: Slot) -> None:
         """The fallback once the background group is gone: kill the proxy. The
